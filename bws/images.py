@@ -1,0 +1,132 @@
+"""Sample images: RFC 2397 data URLs in, decoded BGR pixels out.
+
+The gateway parses data URLs and checks the bytes really are an image of an allowed format
+(cheap, no decoding); the services decode them. Every failure is an ``InvalidImage`` with a
+sentence that can be shown to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import cv2
+import numpy as np
+
+# Decoding is refused above this many pixels (a decompression bomb is a small file). OpenCV
+# reads the limit from its environment at its first decode and checks it before allocating.
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 32
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"BM", "image/bmp"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+ALLOWED_TYPES = frozenset(t for _, t in _SIGNATURES) | {"image/jpg", "image/pjpeg", "image/x-ms-bmp"}
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+(=[^;,]*)?)*),(?P<data>.*)$", re.S)
+
+
+class InvalidImage(ValueError):
+    """The sample is not an image this service can use; the message says why."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A decoded data URL: the image bytes and their (sniffed) media type."""
+
+    data: bytes
+    content_type: str
+
+
+def sniff(data: bytes) -> str | None:
+    """The media type of image bytes by their signature, or None."""
+    for signature, media_type in _SIGNATURES:
+        if data.startswith(signature):
+            return media_type
+    return None
+
+
+def parse_upload_body(body: bytes) -> Sample:
+    """The sample in an upload body: a data URL as raw text, as a JSON string, or URL-encoded.
+
+    Real clients send the raw data URL with ``text/plain`` or with jQuery's form content type
+    (still raw, not key=value), or a JSON string. The body is never run through a form parser,
+    which would turn each '+' of the base64 into a space.
+    """
+    try:
+        text = body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidImage("The body must be a data URL (data:image/...;base64,...).") from None
+    if text.startswith('"'):
+        try:
+            text = json.loads(text)
+        except ValueError:
+            raise InvalidImage("The body is neither a data URL nor a JSON string holding one.") from None
+        if not isinstance(text, str):
+            raise InvalidImage("The JSON body must be a string holding a data URL.")
+    elif text.lower().startswith("data%3a") or "=data%3a" in text.lower()[:64]:
+        # A percent-encoded data URL, optionally as the single field of a form ("image=data%3A...").
+        text = unquote(text.split("=", 1)[1] if not text.lower().startswith("data%3a") else text)
+    elif "=data:" in text[:64]:
+        text = text.split("=", 1)[1]
+    return parse_data_url(text)
+
+
+def parse_data_url(url: str) -> Sample:
+    """Decode an RFC 2397 data URL holding a base64 image of an allowed format."""
+    match = _DATA_URL.match(url.strip())
+    if not match:
+        raise InvalidImage("The sample must be a data URL (data:image/...;base64,...).")
+    declared = (match.group("type") or "").lower()
+    if ";base64" not in match.group("params").lower():
+        raise InvalidImage("The data URL must be base64-encoded.")
+    if declared and declared not in ALLOWED_TYPES:
+        raise InvalidImage(f"The image type {declared} is not supported; use PNG, JPEG, BMP, GIF or TIFF.")
+    # Spaces appear where a form decoder has already turned '+' into ' '; line breaks are legal.
+    encoded = match.group("data").replace(" ", "+").replace("\n", "").replace("\r", "")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("The data URL does not hold valid base64.") from None
+    if not data:
+        raise InvalidImage("The data URL holds no image data.")
+    media_type = sniff(data)
+    if media_type is None:
+        raise InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
+    return Sample(data=data, content_type=media_type)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Decode image bytes to a BGR array; InvalidImage when they are corrupt, huge or tiny."""
+    if sniff(data) is None:
+        raise InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
+    array = np.frombuffer(data, np.uint8)
+    try:
+        image = cv2.imdecode(array, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise InvalidImage("The image is corrupt or truncated and cannot be decoded.")
+    height, width = image.shape[:2]
+    if height * width > MAX_PIXELS:
+        raise InvalidImage(f"The image is too large ({width}×{height} pixels).")
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImage(f"The image is too small ({width}×{height} pixels).")
+    return image
+
+
+def to_data_url(data: bytes) -> str:
+    """A data URL for image bytes (used by clients and tests)."""
+    media_type = sniff(data) or "application/octet-stream"
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"

@@ -1,0 +1,252 @@
+"""Settings of every process, read once from environment variables into frozen dataclasses.
+
+One place for all of them: the README's settings table is written from this file. A missing
+required value stops the process at start with a message naming the variable; secrets come
+only from the environment (or the Kubernetes Secrets that fill it) and never appear in logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"the environment variable {name} must be set")
+    return default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < low:
+        raise SettingsError(f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def parse_bool(raw: str) -> bool | None:
+    """``true``/``false`` (also 1/0, yes/no, on/off), case-insensitive; None for anything else.
+
+    Used for settings and for query flags alike, so that the string "false" is never true.
+    """
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    return None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "true" if default else "false")
+    value = parse_bool(raw)
+    if value is None:
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return value
+
+
+def redacted(settings: object) -> dict[str, object]:
+    """The settings as a dict for the start-up log, with every secret replaced by '***'."""
+    out: dict[str, object] = {}
+    for f in fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, f.name)
+        if f.metadata.get("secret"):
+            value = "***"
+        elif hasattr(value, "__dataclass_fields__"):
+            value = redacted(value)
+        out[f.name] = value
+    return out
+
+
+def _secret(**kwargs: object) -> object:
+    return field(metadata={"secret": True}, **kwargs)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """The S3-compatible object store shared by all processes (read by all three)."""
+
+    endpoint: str  # BWS_S3_ENDPOINT, host:port
+    access_key: str = _secret()  # BWS_S3_ACCESS_KEY
+    secret_key: str = _secret()  # BWS_S3_SECRET_KEY
+    bucket: str = "bws-data"  # BWS_S3_BUCKET
+    secure: bool = False  # BWS_S3_SECURE: use TLS
+    region: str = "us-east-1"  # BWS_S3_REGION
+    upload_expiry_days: int = 1  # BWS_UPLOAD_EXPIRY_DAYS: abandoned samples and token state expire
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageSettings:
+        return cls(
+            endpoint=_get(env, "BWS_S3_ENDPOINT"),
+            access_key=_get(env, "BWS_S3_ACCESS_KEY"),
+            secret_key=_get(env, "BWS_S3_SECRET_KEY"),
+            bucket=_get(env, "BWS_S3_BUCKET", "bws-data"),
+            secure=_bool(env, "BWS_S3_SECURE", False),
+            region=_get(env, "BWS_S3_REGION", "us-east-1"),
+            upload_expiry_days=_int(env, "BWS_UPLOAD_EXPIRY_DAYS", 1, low=1),
+        )
+
+
+@dataclass(frozen=True)
+class App:
+    """A client application allowed to use the service (BWS "App ID" and secret)."""
+
+    app_id: str
+    secret: str = field(repr=False)
+    storage: str  # the BCID storage name the app may use, e.g. "bws"
+    partitions: tuple[int, ...] | None  # partitions the app may use; None = any
+    allowed_origins: tuple[str, ...] = ()  # origins the capture page may redirect back to
+
+    def may_use(self, storage: str, partition: int) -> bool:
+        return storage == self.storage and (self.partitions is None or partition in self.partitions)
+
+
+def parse_apps(raw: str) -> tuple[App, ...]:
+    """``BWS_APPS``: a JSON list of ``{"id", "secret", "storage", "partitions"?}`` objects.
+
+    ``partitions`` is a list of integers; leave it out (or use "*") to allow any partition.
+    """
+    try:
+        items = json.loads(raw)
+        if not isinstance(items, list) or not items:
+            raise ValueError("a non-empty JSON list is expected")
+        apps = []
+        for item in items:
+            partitions = item.get("partitions", "*")
+            apps.append(
+                App(
+                    app_id=str(item["id"]),
+                    secret=str(item["secret"]),
+                    storage=str(item["storage"]),
+                    partitions=None if partitions == "*" else tuple(int(p) for p in partitions),
+                    allowed_origins=tuple(str(o) for o in item.get("allowed_origins", [])),
+                )
+            )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SettingsError(f"BWS_APPS is not a valid app list: {error}") from None
+    for app in apps:
+        if len(app.secret) < 16:
+            raise SettingsError(f"BWS_APPS: the secret of app {app.app_id!r} is shorter than 16 characters")
+    return tuple(apps)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The HTTP gateway (process `gateway`)."""
+
+    storage: StorageSettings
+    apps: tuple[App, ...] = field(metadata={"secret": True})  # BWS_APPS
+    token_secret: str = _secret()  # BWS_TOKEN_SECRET: HS256 key, at least 32 characters
+    host: str = "127.0.0.1"  # BWS_HTTP_HOST
+    port: int = 8080  # BWS_HTTP_PORT
+    public_url: str = ""  # BWS_PUBLIC_URL: the `aud` of tokens; default http://host:port
+    token_lifetime_seconds: int = 600  # BWS_TOKEN_LIFETIME_SECONDS
+    liveness_address: str = "127.0.0.1:50051"  # BWS_LIVENESS_ADDRESS
+    enroll_address: str = "127.0.0.1:50052"  # BWS_ENROLL_ADDRESS
+    grpc_timeout_seconds: float = 30.0  # BWS_GRPC_TIMEOUT_SECONDS: deadline of each gRPC call
+    max_upload_bytes: int = 8 * 1024 * 1024  # BWS_MAX_UPLOAD_BYTES: larger bodies get 413
+    max_samples_per_token: int = 32  # BWS_MAX_SAMPLES_PER_TOKEN
+    cors_origins: tuple[str, ...] = ("*",)  # BWS_CORS_ORIGINS: comma list, "*" = any origin
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
+        host = _get(env, "BWS_HTTP_HOST", "127.0.0.1")
+        port = _int(env, "BWS_HTTP_PORT", 8080)
+        token_secret = _get(env, "BWS_TOKEN_SECRET")
+        if len(token_secret) < 32:
+            raise SettingsError("BWS_TOKEN_SECRET must be at least 32 characters long")
+        return cls(
+            storage=StorageSettings.from_env(env),
+            apps=parse_apps(_get(env, "BWS_APPS")),
+            token_secret=token_secret,
+            host=host,
+            port=port,
+            public_url=_get(env, "BWS_PUBLIC_URL", f"http://{host}:{port}").rstrip("/"),
+            token_lifetime_seconds=_int(env, "BWS_TOKEN_LIFETIME_SECONDS", 600, low=10),
+            liveness_address=_get(env, "BWS_LIVENESS_ADDRESS", "127.0.0.1:50051"),
+            enroll_address=_get(env, "BWS_ENROLL_ADDRESS", "127.0.0.1:50052"),
+            grpc_timeout_seconds=_float(env, "BWS_GRPC_TIMEOUT_SECONDS", 30.0),
+            max_upload_bytes=_int(env, "BWS_MAX_UPLOAD_BYTES", 8 * 1024 * 1024, low=1024),
+            max_samples_per_token=_int(env, "BWS_MAX_SAMPLES_PER_TOKEN", 32, low=2),
+            cors_origins=tuple(
+                o.strip() for o in _get(env, "BWS_CORS_ORIGINS", "*").split(",") if o.strip()
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    """The liveness service (process `liveness_service`)."""
+
+    storage: StorageSettings
+    listen: str = "127.0.0.1:50051"  # BWS_LIVENESS_LISTEN
+    mirrored_frames: bool = True  # BWS_MIRRORED_FRAMES: uploads are mirror images (BWS web clients)
+    min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX: smaller faces are ignored (background)
+    workers: int = 2  # BWS_LIVENESS_WORKERS: threads running the models, each with its own models
+    max_queue: int = 16  # BWS_LIVENESS_MAX_QUEUE: calls waiting beyond that get RESOURCE_EXHAUSTED
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LivenessSettings:
+        return cls(
+            storage=StorageSettings.from_env(env),
+            listen=_get(env, "BWS_LIVENESS_LISTEN", "127.0.0.1:50051"),
+            mirrored_frames=_bool(env, "BWS_MIRRORED_FRAMES", True),
+            min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
+            workers=_int(env, "BWS_LIVENESS_WORKERS", 2, low=1),
+            max_queue=_int(env, "BWS_LIVENESS_MAX_QUEUE", 16),
+        )
+
+
+@dataclass(frozen=True)
+class EnrollSettings:
+    """The enrollment service (process `enroll_service`)."""
+
+    storage: StorageSettings
+    template_key: bytes = _secret()  # BWS_TEMPLATE_KEY: base64 of 32 random bytes (AES-256-GCM)
+    listen: str = "127.0.0.1:50052"  # BWS_ENROLL_LISTEN
+    max_template_images: int = 20  # BWS_MAX_TEMPLATE_IMAGES: the newest embeddings kept per class
+    min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX
+    workers: int = 2  # BWS_ENROLL_WORKERS: threads running the models, each with its own models
+    max_queue: int = 16  # BWS_ENROLL_MAX_QUEUE: calls waiting beyond that get RESOURCE_EXHAUSTED
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
+        raw_key = _get(env, "BWS_TEMPLATE_KEY")
+        try:
+            key = base64.b64decode(raw_key, validate=True)
+        except binascii.Error:
+            raise SettingsError("BWS_TEMPLATE_KEY must be base64") from None
+        if len(key) != 32:
+            raise SettingsError("BWS_TEMPLATE_KEY must decode to exactly 32 bytes")
+        return cls(
+            storage=StorageSettings.from_env(env),
+            template_key=key,
+            listen=_get(env, "BWS_ENROLL_LISTEN", "127.0.0.1:50052"),
+            max_template_images=_int(env, "BWS_MAX_TEMPLATE_IMAGES", 20, low=1),
+            min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
+            workers=_int(env, "BWS_ENROLL_WORKERS", 2, low=1),
+            max_queue=_int(env, "BWS_ENROLL_MAX_QUEUE", 16),
+        )

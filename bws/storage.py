@@ -1,0 +1,263 @@
+"""The one object-store client of the project (S3 API through the ``minio`` SDK).
+
+Layout inside the bucket (keys, not bytes, travel between processes):
+
+- ``uploads/{token_id}/{index:06d}-{nanos:x}-{random}-{tag}`` — a sample uploaded with a token.
+- ``claims/{token_id}/{sample name}`` — a marker written once, atomically, by the call that
+  claimed the sample: no second call can use it. Samples and markers are deleted after the call.
+- ``tokens/{token_id}/try-{n}`` — try ``n`` of a token, created atomically by the call that uses it,
+  so concurrent calls (on any number of gateway replicas) never use more tries than allowed.
+- ``tokens/{token_id}/result`` — the outcome of the token's last biometric call (JSON).
+- ``templates/{storage}/{partition}/{class_id}`` — an encrypted biometric template.
+
+A lifecycle rule expires ``uploads/``, ``claims/`` and ``tokens/`` after a day, so abandoned
+samples do not linger. Atomic creation uses S3 conditional writes (``If-None-Match: *`` and
+``If-Match: <etag>``), which MinIO and SeaweedFS both honour.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.deleteobjects import DeleteObject
+from minio.error import MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+from bws.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+UPLOADS = "uploads/"
+CLAIMS = "claims/"
+TOKENS = "tokens/"
+TEMPLATES = "templates/"
+SAMPLE_TAGS = ("any", "up", "down", "left", "right")
+
+
+class StorageUnavailable(RuntimeError):
+    """The object store did not answer or refused a request; nothing was half-written."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object already exists, or changed since it was read."""
+
+
+@dataclass(frozen=True, order=True)
+class StoredSample:
+    """A sample in the store; ordering follows the client's index, then arrival."""
+
+    index: int
+    arrival: int
+    key: str
+    tag: str
+
+    @classmethod
+    def from_key(cls, key: str) -> StoredSample | None:
+        """Parse an ``uploads/`` key; None for keys that are not samples."""
+        name = key.rsplit("/", 1)[-1]
+        parts = name.split("-")
+        if len(parts) != 4 or parts[3] not in SAMPLE_TAGS:
+            return None
+        try:
+            return cls(index=int(parts[0]), arrival=int(parts[1], 16), key=key, tag=parts[3])
+        except ValueError:
+            return None
+
+
+def class_key(class_id: str) -> str:
+    """The template key of a canonical class id ``storage/partition/classid``."""
+    return TEMPLATES + class_id
+
+
+class ObjectStore:
+    """Synchronous operations on the bucket; async callers run them in a thread."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        # Short timeouts and few retries: a store that is down must give a clear error in
+        # seconds, not hang a request for minutes.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3.0, read=20.0),
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
+            maxsize=32,
+        )
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+
+    # -- set-up and health --------------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when missing and (re)apply the expiry rule for transient data."""
+        with _unavailable_on_error("prepare the bucket"):
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as error:
+                    # Another process created it first.
+                    if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+            days = self.settings.upload_expiry_days
+            rules = [
+                Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=f"expire-{prefix[:-1]}",
+                     expiration=Expiration(days=days))
+                for prefix in (UPLOADS, CLAIMS, TOKENS)
+            ]
+            self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig(rules))
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the store answers and the bucket exists."""
+        with _unavailable_on_error("reach the bucket"):
+            if not self.client.bucket_exists(self.bucket):
+                raise StorageUnavailable(f"the bucket {self.bucket!r} does not exist")
+
+    # -- plain objects ------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with _unavailable_on_error("store an object"):
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        found = self.get_with_etag(key)
+        return None if found is None else found[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        with _unavailable_on_error("read an object"):
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as error:
+                if error.code in ("NoSuchKey", "NoSuchObject"):
+                    return None
+                raise
+            try:
+                return response.read(), response.headers.get("ETag", "").strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        with _unavailable_on_error("read an object"):
+            try:
+                self.client.stat_object(self.bucket, key)
+            except S3Error as error:
+                if error.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                    return False
+                raise
+            return True
+
+    def put_conditional(self, key: str, data: bytes, *, if_match: str | None = None) -> None:
+        """Write ``key`` only if it does not exist (or, with ``if_match``, still has that ETag).
+
+        Raises PreconditionFailed when another writer won. The minio SDK has no parameter for
+        conditional writes, so the request goes through its signed low-level call.
+        """
+        headers = {"Content-Type": "application/octet-stream"}
+        headers["If-Match" if if_match else "If-None-Match"] = f'"{if_match}"' if if_match else "*"
+        with _unavailable_on_error("store an object"):
+            try:
+                self.client._execute("PUT", self.bucket, key, body=data, headers=headers)
+            except S3Error as error:
+                if error.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise PreconditionFailed(key) from None
+                raise
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete objects (missing ones are fine)."""
+        objects = [DeleteObject(k) for k in keys]
+        if not objects:
+            return
+        with _unavailable_on_error("delete objects"):
+            errors = list(self.client.remove_objects(self.bucket, objects))
+            if errors:
+                raise StorageUnavailable(f"could not delete {len(errors)} object(s): {errors[0].message}")
+
+    def list_keys(self, prefix: str) -> list[str]:
+        with _unavailable_on_error("list objects"):
+            return [o.object_name for o in self.client.list_objects(self.bucket, prefix, recursive=True)
+                    if o.object_name]
+
+    # -- samples ------------------------------------------------------------------------
+
+    def put_sample(self, token_id: str, index: int, tag: str, data: bytes, content_type: str) -> str:
+        """Store a sample bound to a token; returns its key."""
+        if tag not in SAMPLE_TAGS:
+            raise ValueError(f"unknown tag {tag!r}")
+        key = f"{UPLOADS}{token_id}/{index:06d}-{time.time_ns():x}-{os.urandom(4).hex()}-{tag}"
+        self.put(key, data, content_type)
+        return key
+
+    def samples(self, token_id: str) -> list[StoredSample]:
+        """The token's uploaded samples, in order."""
+        found = (StoredSample.from_key(k) for k in self.list_keys(f"{UPLOADS}{token_id}/"))
+        return sorted(s for s in found if s is not None)
+
+    def claim_samples(self, token_id: str) -> list[StoredSample]:
+        """Claim every sample of the token that no other call has claimed yet, atomically."""
+        claimed = []
+        for sample in self.samples(token_id):
+            marker = f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"
+            try:
+                self.put_conditional(marker, b"")
+            except PreconditionFailed:
+                continue
+            claimed.append(sample)
+        return claimed
+
+    def release_samples(self, token_id: str, samples: Iterable[StoredSample]) -> None:
+        """Delete claimed samples and their claim markers: a sample serves one call only."""
+        keys = []
+        for sample in samples:
+            keys += [sample.key, f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
+        self.delete(keys)
+
+    # -- token state --------------------------------------------------------------------
+
+    def claim_try(self, token_id: str, max_tries: int) -> int | None:
+        """Use the token's next free try (1-based), or None when all are used."""
+        for number in range(1, max_tries + 1):
+            try:
+                self.put_conditional(f"{TOKENS}{token_id}/try-{number}", b"")
+            except PreconditionFailed:
+                continue
+            return number
+        return None
+
+    def return_try(self, token_id: str, number: int) -> None:
+        """Give a try back (the server refused the call before doing any work)."""
+        self.delete([f"{TOKENS}{token_id}/try-{number}"])
+
+    def put_result(self, token_id: str, result: dict[str, object]) -> None:
+        self.put(f"{TOKENS}{token_id}/result", json.dumps(result).encode(), "application/json")
+
+    def get_result(self, token_id: str) -> dict[str, object] | None:
+        data = self.get(f"{TOKENS}{token_id}/result")
+        return None if data is None else json.loads(data)
+
+
+@contextmanager
+def _unavailable_on_error(action: str) -> Iterator[None]:
+    """Turn transport and server errors of the store into StorageUnavailable."""
+    try:
+        yield
+    except (PreconditionFailed, StorageUnavailable):
+        raise
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
+        log.warning("object store failed to %s: %s", action, error)
+        raise StorageUnavailable(f"the object store could not {action}") from error

@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf modules for ``protos/bws/v1`` (made by ``make protos``, not committed)."""

@@ -1,0 +1,1 @@
+"""The enrollment service: face embeddings and encrypted templates per class (BCID)."""

@@ -1,0 +1,54 @@
+"""The gateway's app factory and entry point: routes, middlewares, CORS, life cycle."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp_cors
+from aiohttp import web
+
+from bws import logs
+from bws.settings import GatewaySettings, redacted
+from gateway import handlers
+from gateway.backends import SETTINGS, backends_ctx
+from gateway.errors import error_middleware, request_id_middleware
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(
+        # Sample uploads are data URLs of up to several MB: the limit is a setting, and a body
+        # above it is answered with 413 by the error middleware.
+        client_max_size=settings.max_upload_bytes,
+        middlewares=[request_id_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(backends_ctx)
+
+    routes = [
+        ("GET", "/extension/token", handlers.token),
+        ("POST", "/extension/upload", handlers.upload),
+        ("GET", "/extension/enroll", handlers.enroll),
+        ("GET", "/extension/result", handlers.result),
+        ("GET", "/livez", handlers.livez),
+        ("GET", "/readyz", handlers.readyz),
+    ]
+    # Browser clients call from other origins with an Authorization header: answer preflights.
+    cors = aiohttp_cors.setup(app, defaults={
+        origin: aiohttp_cors.ResourceOptions(
+            allow_credentials=False, allow_headers="*", expose_headers=("X-Request-Id",), max_age=600
+        )
+        for origin in settings.cors_origins
+    })
+    for method, path, handler in routes:
+        cors.add(app.router.add_route(method, path, handler))
+    return app
+
+
+def main() -> None:
+    logs.setup("gateway")
+    settings = GatewaySettings.from_env()
+    log.info("settings: %s", redacted(settings))
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                access_log_format='%a "%r" %s %b %Tfs', print=None)

@@ -1,0 +1,86 @@
+"""What the gateway talks to: the two gRPC services and the object store, as typed app state.
+
+Every gRPC call carries a deadline and the request id as metadata. The minio SDK is
+synchronous, so store calls run in threads (``Backends.storage``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bws import logs
+from bws.settings import GatewaySettings
+from bws.storage import ObjectStore
+from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
+
+Reply = TypeVar("Reply")
+
+
+@dataclass
+class Backends:
+    settings: GatewaySettings
+    store: ObjectStore
+    liveness_channel: grpc.aio.Channel
+    enroll_channel: grpc.aio.Channel
+
+    @property
+    def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:
+        return liveness_pb2_grpc.LivenessServiceStub(self.liveness_channel)
+
+    @property
+    def enrollment(self) -> enrollment_pb2_grpc.EnrollmentServiceStub:
+        return enrollment_pb2_grpc.EnrollmentServiceStub(self.enroll_channel)
+
+    async def call(self, method: Callable[..., Any], request: Any) -> Any:
+        """Call a gRPC method with the deadline and the request id."""
+        return await method(
+            request,
+            timeout=self.settings.grpc_timeout_seconds,
+            metadata=((logs.REQUEST_ID_METADATA, logs.request_id.get()),),
+        )
+
+    async def storage(self, function: Callable[..., Reply], *args: Any) -> Reply:
+        """Run a (blocking) ObjectStore method in a thread."""
+        return await asyncio.to_thread(function, *args)
+
+    async def not_ready(self) -> list[str]:
+        """What is not ready: each service's readiness and the object store ([] = all ready)."""
+        problems = []
+        for name, channel in (("liveness service", self.liveness_channel),
+                              ("enrollment service", self.enroll_channel)):
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="readiness"), timeout=2.0
+                )
+                if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                    problems.append(f"the {name} is not ready")
+            except grpc.aio.AioRpcError:
+                problems.append(f"the {name} does not answer")
+        try:
+            await self.storage(self.store.ping)
+        except Exception:
+            problems.append("the object store does not answer")
+        return problems
+
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+BACKENDS = web.AppKey("backends", Backends)
+
+
+async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the channels and the store client for the app's lifetime (a cleanup_ctx)."""
+    settings = app[SETTINGS]
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
+    liveness = grpc.aio.insecure_channel(settings.liveness_address, options=options)
+    enroll = grpc.aio.insecure_channel(settings.enroll_address, options=options)
+    app[BACKENDS] = Backends(settings, ObjectStore(settings.storage), liveness, enroll)
+    yield
+    await liveness.close()
+    await enroll.close()

@@ -1,0 +1,190 @@
+"""BWS tokens: BCIDs, the task bit flags, issuing and checking the JWT.
+
+Clients decode the token's payload without verifying it, so its claims follow the BWS
+contract exactly (``task`` and ``traits`` as integer flags, ``challenge`` as a JSON string).
+The gateway signs with HS256 only and checks signature, expiry, not-before, audience and
+issuer on every call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+
+TASK_VERIFY = 0x00
+TASK_IDENTIFY = 0x10
+TASK_ENROLL = 0x20
+TASK_LIVENESS_ONLY = 0x80
+TASK_MASK = 0xF0
+FLAG_LIVEDETECTION = 0x100
+FLAG_CHALLENGE = 0x200
+FLAG_AUTOENROLL = 0x1000
+MAXTRIES_MASK = 0x0F
+DEFAULT_MAXTRIES = 3
+
+TASKS = {
+    "verify": TASK_VERIFY,
+    "identify": TASK_IDENTIFY,
+    "enroll": TASK_ENROLL,
+    "livenessdetection": TASK_LIVENESS_ONLY,
+}
+TRAITS = {"face": 1, "periocular": 2}
+DIRECTIONS = ("up", "down", "left", "right")
+
+_BCID = re.compile(r"^(\w+)[./](\d+)[./](\d+)$")
+
+
+class TokenInvalid(Exception):
+    """The token is missing, malformed, forged or expired (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Bcid:
+    """A Biometric Class ID: ``storage.partition.classid`` or ``storage/partition/classid``."""
+
+    storage: str
+    partition: int
+    class_id: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bcid | None:
+        match = _BCID.match(text.strip())
+        if not match:
+            return None
+        return cls(match.group(1), int(match.group(2)), int(match.group(3)))
+
+    def __str__(self) -> str:
+        """The canonical form, also the enrollment service's class id."""
+        return f"{self.storage}/{self.partition}/{self.class_id}"
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """What the token endpoint was asked for (already validated)."""
+
+    app_id: str
+    bcid: Bcid | None
+    task: int  # one of TASKS' values
+    livedetection: bool
+    challenge: bool
+    challenges: int  # directions per try, 2..7
+    maxtries: int  # 1..15
+    autoenroll: bool
+    traits: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """A verified token's claims."""
+
+    token_id: str  # jti
+    app_id: str  # sub
+    bcid: Bcid | None
+    task: int  # the full bit flags
+    traits: int
+    challenge: tuple[tuple[str, ...], ...]  # one direction sequence per try; () without challenge
+    expires: int
+
+    @property
+    def kind(self) -> int:
+        return self.task & TASK_MASK
+
+    @property
+    def maxtries(self) -> int:
+        return self.task & MAXTRIES_MASK or DEFAULT_MAXTRIES
+
+    @property
+    def requires_liveness(self) -> bool:
+        return bool(self.task & FLAG_LIVEDETECTION)
+
+    @property
+    def autoenroll(self) -> bool:
+        return bool(self.task & FLAG_AUTOENROLL)
+
+    def directions_for_try(self, number: int) -> tuple[str, ...]:
+        """The challenge of try ``number`` (1-based), or () when the token has no challenge."""
+        if not self.challenge or not self.task & FLAG_CHALLENGE:
+            return ()
+        return self.challenge[min(number, len(self.challenge)) - 1]
+
+
+def random_directions(count: int) -> list[str]:
+    """A random direction sequence with no direction twice in a row."""
+    sequence: list[str] = []
+    while len(sequence) < count:
+        direction = secrets.choice(DIRECTIONS)
+        if not sequence or direction != sequence[-1]:
+            sequence.append(direction)
+    return sequence
+
+
+def task_flags(request: TokenRequest) -> int:
+    flags = request.task | (request.maxtries & MAXTRIES_MASK)
+    if request.livedetection or request.challenge:
+        flags |= FLAG_LIVEDETECTION  # a challenge is only meaningful with liveness
+    if request.challenge:
+        flags |= FLAG_CHALLENGE
+    if request.autoenroll:
+        flags |= FLAG_AUTOENROLL
+    return flags
+
+
+def issue(request: TokenRequest, *, secret: str, audience: str, lifetime: int) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": audience,
+        "sub": request.app_id,
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "jti": uuid.uuid4().hex,
+        "task": task_flags(request),
+        "traits": request.traits,
+    }
+    if request.bcid is not None:
+        claims["bcid"] = str(request.bcid)
+    if request.challenge:
+        sequences = [random_directions(request.challenges) for _ in range(request.maxtries)]
+        claims["challenge"] = json.dumps(sequences)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(token: str, *, secret: str, audience: str) -> Token:
+    """Check a token and return its claims; TokenInvalid with a reason otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=audience,
+            leeway=5,
+            options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "task"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenInvalid("The BWS token has expired.") from None
+    except jwt.PyJWTError:
+        raise TokenInvalid("The BWS token is invalid.") from None
+    try:
+        bcid = Bcid.parse(claims["bcid"]) if "bcid" in claims else None
+        challenge = tuple(tuple(str(d) for d in seq) for seq in json.loads(claims.get("challenge", "[]")))
+        return Token(
+            token_id=str(claims["jti"]),
+            app_id=str(claims["sub"]),
+            bcid=bcid,
+            task=int(claims["task"]),
+            traits=int(claims.get("traits", 1)),
+            challenge=challenge,
+            expires=int(claims["exp"]),
+        )
+    except (ValueError, TypeError):
+        raise TokenInvalid("The BWS token is invalid.") from None

@@ -1,0 +1,166 @@
+"""The liveness service's gRPC servicer: reads samples from storage by key, runs the engine.
+
+The servicer only translates: protobuf in, plain functions (``inspection``, ``liveness``)
+on a model worker, protobuf out. Expected outcomes (no face, not live, challenge not met)
+are results in the reply; gRPC errors are for faults (storage down, overload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from bws import images, logs
+from bws.faces import FaceDetector, FaceLandmarker, FaceMesh
+from bws.service import EnginePool, guarded, rpc_context, serve
+from bws.settings import LivenessSettings, redacted
+from bws.storage import ObjectStore
+from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
+from liveness_service import inspection, liveness
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LivenessEngine:
+    """The models one worker uses."""
+
+    detector: FaceDetector
+    landmarker: FaceLandmarker
+
+    @classmethod
+    def load(cls) -> LivenessEngine:
+        return cls(FaceDetector(), FaceLandmarker())
+
+
+def _error(code: str, message: str) -> common_pb2.JobError:
+    return common_pb2.JobError(error_code=code, message=message)
+
+
+_INSPECTION_MESSAGES = {
+    "NoFaceFound": "No face was found in the image.",
+    "MultipleFacesFound": "More than one face was found in the image.",
+}
+
+
+class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
+    def __init__(self, settings: LivenessSettings, store: ObjectStore, pool: EnginePool[LivenessEngine]) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+
+    async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
+                            context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
+        with rpc_context(context):
+            return await guarded(context, self._inspect(request.sample.key))
+
+    async def _inspect(self, key: str) -> liveness_pb2.InspectSampleReply:
+        data = await asyncio.to_thread(self.store.get, key)
+        if data is None:
+            return liveness_pb2.InspectSampleReply(
+                status=common_pb2.JOB_STATUS_FAULTED,
+                errors=[_error("InvalidSampleData", "The sample is not in storage.")],
+            )
+        return await self.pool.run(self._inspect_bytes, data)
+
+    def _inspect_bytes(self, engine: LivenessEngine, data: bytes) -> liveness_pb2.InspectSampleReply:
+        try:
+            image = images.decode(data)
+        except images.InvalidImage as error:
+            return liveness_pb2.InspectSampleReply(
+                status=common_pb2.JOB_STATUS_SUCCEEDED,
+                errors=[_error("InvalidSampleData", str(error))],
+            )
+        result = inspection.inspect(image, engine.detector, self.settings.min_face_size_px)
+        reply = liveness_pb2.InspectSampleReply(
+            status=common_pb2.JOB_STATUS_SUCCEEDED,
+            accepted=result.accepted,
+            warnings=list(result.warnings),
+            image_width=image.shape[1],
+            image_height=image.shape[0],
+        )
+        if result.error_code:
+            reply.errors.append(_error(result.error_code, _INSPECTION_MESSAGES[result.error_code]))
+        if result.face is not None:
+            x, y, w, h = result.face.box
+            reply.face.CopyFrom(common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=result.face.score))
+        log.info("inspected sample: accepted=%s errors=%s warnings=%s",
+                 result.accepted, result.error_code, list(result.warnings))
+        return reply
+
+    async def CheckLiveness(self, request: liveness_pb2.CheckLivenessRequest,
+                            context: grpc.aio.ServicerContext) -> liveness_pb2.CheckLivenessReply:
+        with rpc_context(context):
+            return await guarded(context, self._check(request))
+
+    async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
+        samples = sorted(request.samples, key=lambda s: s.index)
+        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in samples))
+        meshes = await self.pool.run(self._meshes, blobs)
+        decision = liveness.decide(
+            meshes,
+            [s.tag for s in samples],
+            expected_directions=list(request.challenge_directions) or None,
+            mirrored=self.settings.mirrored_frames,
+        )
+        log.info("liveness: live=%s challenge_met=%s error=%s score=%.3f usable=%d/%d",
+                 decision.live, decision.challenge_met, decision.error_code, decision.score,
+                 sum(m is not None for m in meshes), len(meshes))
+        reply = liveness_pb2.CheckLivenessReply(
+            status=common_pb2.JOB_STATUS_SUCCEEDED,
+            live=decision.live and decision.challenge_met is not False,
+            challenge_met=bool(decision.challenge_met),
+            liveness_score=decision.score,
+            usable_samples=sum(m is not None for m in meshes),
+            pairs=[
+                liveness_pb2.PairEvidence(
+                    index=p.index, motion=p.motion, planarity_residual=p.planarity_residual,
+                    rigid_ratio=p.rigid_ratio, yaw_delta=p.yaw_delta, pitch_delta=p.pitch_delta,
+                    expected_direction=p.expected_direction,
+                    direction_followed=bool(p.direction_followed), live=p.live,
+                )
+                for p in decision.pairs
+            ],
+        )
+        if decision.error_code:
+            reply.errors.append(_error(decision.error_code, decision.message))
+        return reply
+
+    def _meshes(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceMesh | None]:
+        """The face mesh of each sample; None where it is missing, undecodable or faceless."""
+        meshes: list[FaceMesh | None] = []
+        for data in blobs:
+            mesh = None
+            if data is not None:
+                try:
+                    image = images.decode(data)
+                except images.InvalidImage:
+                    image = None
+                if image is not None:
+                    faces = engine.detector.detect(image, min_face_size=self.settings.min_face_size_px)
+                    if faces:
+                        mesh = engine.landmarker.mesh(image, faces[0])
+            meshes.append(mesh)
+        return meshes
+
+
+async def main() -> None:
+    logs.setup("liveness_service")
+    settings = LivenessSettings.from_env()
+    log.info("settings: %s", redacted(settings))
+    store = ObjectStore(settings.storage)
+    pool: EnginePool[LivenessEngine] = EnginePool(LivenessEngine.load, settings.workers, settings.max_queue)
+    servicer = LivenessServicer(settings, store, pool)
+    await serve(
+        "liveness_service",
+        settings.listen,
+        lambda server: liveness_pb2_grpc.add_LivenessServiceServicer_to_server(servicer, server),
+        [liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"].full_name],
+        pool.warm,
+        store,
+    )
+    pool.close()

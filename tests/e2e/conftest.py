@@ -1,0 +1,55 @@
+"""End-to-end fixtures: the real stack (SeaweedFS, both gRPC services, gateway) on loopback."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bws.devrun import Stack
+from bws.settings import StorageSettings
+from bws.storage import ObjectStore
+from tests.support.client import BwsClient
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def start_stack(name: str, **extra_env: str) -> Stack:
+    workdir = ARTIFACTS / f"{name}-{secrets.token_hex(3)}"
+    return Stack(workdir=workdir, app_id="test-app", app_secret=secrets.token_urlsafe(18),
+                 extra_env=extra_env).start()
+
+
+def dump_logs(stack: Stack, lines: int = 40) -> None:
+    for log in sorted(stack.workdir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n==== {log} (last {len(tail)} lines)\n" + "\n".join(tail))
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    running = start_stack("e2e")
+    yield running
+    running.stop()
+    if request.session.testsfailed:
+        dump_logs(running)
+
+
+@pytest.fixture(scope="session")
+def client(stack: Stack) -> BwsClient:
+    return BwsClient(stack.url, stack.app_id, stack.app_secret)
+
+
+@pytest.fixture(scope="session")
+def store(stack: Stack) -> ObjectStore:
+    """Direct access to the bucket, to check what the service left in it."""
+    return ObjectStore(StorageSettings(endpoint=stack.s3_endpoint, access_key=stack.secrets.s3_access_key,
+                                       secret_key=stack.secrets.s3_secret_key, bucket="bws-data"))
+
+
+@pytest.fixture
+def bcid() -> str:
+    """A fresh class id per test, so tests never share a template."""
+    return f"bws.1.{secrets.randbelow(10**9)}"

@@ -1,0 +1,83 @@
+"""POST /extension/upload over the real processes: body formats, inspection, bad input."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bws.storage import ObjectStore
+from tests.support import images
+from tests.support.client import BwsClient, claims_of
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def token(client: BwsClient, bcid: str) -> str:
+    return client.token(bcid=bcid, task="enroll", livedetection=False)
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "application/x-www-form-urlencoded; charset=UTF-8", "application/json",
+])
+def test_upload_of_a_face_is_accepted_and_stored(client: BwsClient, store: ObjectStore, token: str,
+                                                 content_type: str) -> None:
+    reply = client.upload(token, images.encode(images.astronaut()), as_type=content_type)
+    assert reply.status == 200, reply.body
+    assert reply.json["Accepted"] is True
+    assert isinstance(reply.json["Warnings"], list)
+    assert len(store.samples(claims_of(token)["jti"])) == 1
+
+
+def test_upload_accepts_the_jwt_scheme(client: BwsClient, token: str) -> None:
+    reply = client.upload(token, images.encode(images.grace_hopper(), ".jpg"), scheme="JWT")
+    assert reply.status == 200 and reply.json["Accepted"] is True
+
+
+def test_upload_of_a_cat_is_not_accepted_and_not_kept(client: BwsClient, store: ObjectStore, token: str) -> None:
+    reply = client.upload(token, images.encode(images.cat()))
+    assert reply.status == 200
+    assert reply.json == {"Accepted": False, "Error": "NoFaceFound"}
+    assert store.samples(claims_of(token)["jti"]) == []
+
+
+def test_upload_of_two_people_is_multiple_faces_found(client: BwsClient, token: str) -> None:
+    reply = client.upload(token, images.encode(images.two_people()))
+    assert reply.json == {"Accepted": False, "Error": "MultipleFacesFound"}
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"hello",
+    b"data:image/png;base64,!!!not-base64!!!",
+    b"data:text/html;base64," + base64.b64encode(b"<script>"),
+    b"data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50),  # truncated PNG
+    b"data:image/png;base64," + base64.b64encode(b"GIF89a-not-really"),
+], ids=["empty", "text", "bad-base64", "html", "truncated-png", "fake-gif"])
+def test_upload_of_a_corrupt_body_is_400_and_keeps_nothing(client: BwsClient, store: ObjectStore,
+                                                             token: str, body: bytes) -> None:
+    reply = client.request("POST", "/extension/upload?tag=any&index=0", body=body,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+    assert reply.status == 400, reply.body
+    assert reply.json["Message"] and "Traceback" not in reply.text
+    assert store.samples(claims_of(token)["jti"]) == []
+
+
+def test_upload_above_the_size_limit_is_413(client: BwsClient, token: str) -> None:
+    body = b"data:image/png;base64," + b"A" * (9 * 1024 * 1024)
+    reply = client.request("POST", "/extension/upload", body=body,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+    assert reply.status == 413
+    assert "too large" in reply.json["Message"]
+
+
+def test_upload_with_an_unknown_tag_is_400(client: BwsClient, token: str) -> None:
+    assert client.upload(token, images.encode(images.astronaut()), tag="sideways").status == 400
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer not.a.token", "Basic dGVzdDp0ZXN0"])
+def test_upload_without_a_valid_token_is_401(client: BwsClient, header: str | None) -> None:
+    headers = {"Content-Type": "text/plain"} | ({"Authorization": header} if header else {})
+    reply = client.request("POST", "/extension/upload", body=b"data:image/png;base64,AAAA", headers=headers)
+    assert reply.status == 401 and reply.json["Message"]

@@ -1,0 +1,1 @@
+"""Helpers for the tests: images from wheels, a small BWS client."""

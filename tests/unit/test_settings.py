@@ -1,0 +1,58 @@
+"""Settings from the environment (bws/settings.py): fail fast, never log secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bws.settings import EnrollSettings, GatewaySettings, SettingsError, parse_bool, redacted
+
+STORAGE = {"BWS_S3_ENDPOINT": "127.0.0.1:9000", "BWS_S3_ACCESS_KEY": "ak", "BWS_S3_SECRET_KEY": "sk-secret"}
+APPS = json.dumps([{"id": "a", "secret": "0123456789abcdef", "storage": "bws", "partitions": [1, 2]}])
+
+
+def gateway_env(**changes: str) -> dict[str, str]:
+    return {**STORAGE, "BWS_APPS": APPS, "BWS_TOKEN_SECRET": "t" * 32, **changes}
+
+
+def test_gateway_settings_read_apps_and_defaults() -> None:
+    settings = GatewaySettings.from_env(gateway_env())
+    assert settings.apps[0].may_use("bws", 2) and not settings.apps[0].may_use("bws", 3)
+    assert settings.public_url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("missing", ["BWS_APPS", "BWS_TOKEN_SECRET", "BWS_S3_ENDPOINT"])
+def test_missing_required_setting_names_the_variable(missing: str) -> None:
+    env = gateway_env()
+    del env[missing]
+    with pytest.raises(SettingsError, match=missing):
+        GatewaySettings.from_env(env)
+
+
+@pytest.mark.parametrize("changes", [
+    {"BWS_TOKEN_SECRET": "short"},
+    {"BWS_APPS": json.dumps([{"id": "a", "secret": "short", "storage": "bws"}])},
+    {"BWS_APPS": "not json"},
+    {"BWS_HTTP_PORT": "eighty"},
+])
+def test_weak_or_malformed_settings_fail_at_start(changes: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        GatewaySettings.from_env(gateway_env(**changes))
+
+
+def test_template_key_must_be_32_bytes() -> None:
+    with pytest.raises(SettingsError, match="BWS_TEMPLATE_KEY"):
+        EnrollSettings.from_env({**STORAGE, "BWS_TEMPLATE_KEY": base64.b64encode(b"short").decode()})
+
+
+def test_redacted_settings_hide_every_secret() -> None:
+    text = str(redacted(GatewaySettings.from_env(gateway_env())))
+    assert "sk-secret" not in text and "t" * 32 not in text and "0123456789abcdef" not in text
+
+
+@pytest.mark.parametrize("raw,value", [("true", True), ("False", False), ("1", True), ("0", False),
+                                       ("maybe", None), ("", None)])
+def test_parse_bool_never_reads_false_as_true(raw: str, value: bool | None) -> None:
+    assert parse_bool(raw) is value

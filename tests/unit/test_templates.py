@@ -1,0 +1,101 @@
+"""Encrypted templates and their conditional updates (enroll_service/templates.py).
+
+Uses an in-memory stand-in for the object store that honours conditional writes the way S3
+does; the real store is exercised by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from bws.storage import PreconditionFailed
+from enroll_service.templates import TemplateError, TemplateStore
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def get_with_etag(self, key: str):
+        with self.lock:
+            data = self.objects.get(key)
+            return None if data is None else (data, hashlib.md5(data).hexdigest())
+
+    def put_conditional(self, key: str, data: bytes, *, if_match: str | None = None) -> None:
+        with self.lock:
+            current = self.objects.get(key)
+            if if_match is None and current is not None:
+                raise PreconditionFailed(key)
+            if if_match is not None and (current is None or hashlib.md5(current).hexdigest() != if_match):
+                raise PreconditionFailed(key)
+            self.objects[key] = data
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def delete(self, keys) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+
+def embedding(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def memory() -> MemoryStore:
+    return MemoryStore()
+
+
+def test_first_enrollment_creates_then_updates(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    _, created = templates.add("bws/1/1", [embedding(1)], max_images=5)
+    template, created_again = templates.add("bws/1/1", [embedding(2), embedding(3)], max_images=5)
+    assert created and not created_again
+    assert template.matrix().shape == (3, 128)
+    assert template.encoder_name.startswith("sface")
+
+
+def test_only_the_newest_images_are_kept(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    template, _ = templates.add("bws/1/1", [embedding(i) for i in range(8)], max_images=3)
+    assert np.allclose(template.matrix()[-1], embedding(7), atol=1e-5)
+    assert len(template.embeddings) == 3
+
+
+def test_templates_are_encrypted_and_bound_to_their_class(memory: MemoryStore) -> None:
+    key = os.urandom(32)
+    templates = TemplateStore(memory, key)  # type: ignore[arg-type]
+    templates.add("bws/1/1", [embedding(1)], max_images=5)
+    blob = memory.objects["templates/bws/1/1"]
+    assert b"embeddings" not in blob and b"bws/1/1" not in blob
+    memory.objects["templates/bws/1/2"] = blob  # copied under another class
+    with pytest.raises(TemplateError):
+        templates.get("bws/1/2")
+    with pytest.raises(TemplateError):
+        TemplateStore(memory, os.urandom(32)).get("bws/1/1")  # type: ignore[arg-type]
+
+
+def test_concurrent_enrollments_lose_no_update(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    threads = [threading.Thread(target=templates.add, args=("bws/1/1", [embedding(i)], 50)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(templates.get("bws/1/1").embeddings) == 8
+
+
+def test_delete_reports_whether_there_was_a_template(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    templates.add("bws/1/1", [embedding(1)], max_images=5)
+    assert templates.delete("bws/1/1") is True
+    assert templates.delete("bws/1/1") is False
+    assert templates.get("bws/1/1") is None
