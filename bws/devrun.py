@@ -84,6 +84,7 @@ class Stack:
     secrets: DevSecrets = field(default_factory=DevSecrets.generate)
     log_to_files: bool = True  # False: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_apps: list[dict[str, object]] = field(default_factory=list)  # more BWS_APPS entries (tests)
     s3_port: int = field(default_factory=free_port)
     liveness_port: int = field(default_factory=free_port)
     enroll_port: int = field(default_factory=free_port)
@@ -99,7 +100,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         apps = [{"id": self.app_id, "secret": self.app_secret, "storage": "bws", "partitions": "*",
-                 "allowed_origins": [self.url]}]
+                 "allowed_origins": [self.url]}, *self.extra_apps]
         return {
             **os.environ,
             "PYTHONPATH": str(REPO),

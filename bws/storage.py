@@ -9,6 +9,8 @@ Layout inside the bucket (keys, not bytes, travel between processes):
   so concurrent calls (on any number of gateway replicas) never use more tries than allowed.
 - ``tokens/{token_id}/result`` — the outcome of the token's last biometric call (JSON).
 - ``templates/{storage}/{partition}/{class_id}`` — an encrypted biometric template.
+- ``indexes/{storage}/{partition}/log/{nanos}-{random}-{class_id}`` — the change log that keeps
+  every enrollment service replica's in-memory search index current (see enroll_service/matching.py).
 
 A lifecycle rule expires ``uploads/``, ``claims/`` and ``tokens/`` after a day, so abandoned
 samples do not linger. Atomic creation uses S3 conditional writes (``If-None-Match: *`` and
@@ -188,10 +190,11 @@ class ObjectStore:
             if errors:
                 raise StorageUnavailable(f"could not delete {len(errors)} object(s): {errors[0].message}")
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys under ``prefix`` in lexicographic order (after ``start_after``, when given)."""
         with _unavailable_on_error("list objects"):
-            return [o.object_name for o in self.client.list_objects(self.bucket, prefix, recursive=True)
-                    if o.object_name]
+            objects = self.client.list_objects(self.bucket, prefix, recursive=True, start_after=start_after)
+            return [o.object_name for o in objects if o.object_name]
 
     # -- samples ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
+from enroll_service.matching import IndexCache, centroid, score
 from enroll_service.templates import CLASS_ID, Template, TemplateStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class EnrollEngine:
     @classmethod
     def load(cls) -> EnrollEngine:
         return cls(FaceDetector(), FaceEmbedder())
+
+
+NO_USABLE_FACE = common_pb2.JobError(error_code="NotEnoughSamples", message="No sample holds a usable face.")
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -63,6 +67,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.settings = settings
         self.store = store
         self.templates = TemplateStore(store, settings.template_key)
+        self.indexes = IndexCache(store, self.templates)
         self.pool = pool
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
@@ -77,21 +82,25 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             class_id = await self._class_id(request.class_id, context)
             return await guarded(context, self._enroll(class_id, list(request.samples)))
 
-    async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
+    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
+        """One embedding per sample that holds a usable face (read from storage by key)."""
         blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in samples))
-        embeddings = await self.pool.run(self._embed_all, blobs)
+        return await self.pool.run(self._embed_all, blobs)
+
+    async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
+        embeddings = await self._embeddings(samples)
         if not embeddings:
             log.info("enroll %s: no usable face in %d sample(s)", class_id, len(samples))
             return enrollment_pb2.EnrollReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED,
                 performed_action=enrollment_pb2.ENROLLMENT_ACTION_ENROLLMENT_FAILED,
-                errors=[common_pb2.JobError(error_code="NotEnoughSamples",
-                                            message="No sample holds a usable face.")],
+                errors=[NO_USABLE_FACE],
                 template_status=template_status(class_id, await asyncio.to_thread(self.templates.get, class_id)),
             )
         template, created = await asyncio.to_thread(
             self.templates.add, class_id, embeddings, self.settings.max_template_images
         )
+        await asyncio.to_thread(self.indexes.record_change, class_id)
         log.info("enroll %s: %d of %d sample(s) added, template %s", class_id, len(embeddings),
                  len(samples), "created" if created else "updated")
         return enrollment_pb2.EnrollReply(
@@ -128,8 +137,58 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         with rpc_context(context):
             class_id = await self._class_id(request.class_id, context)
             deleted = await guarded(context, asyncio.to_thread(self.templates.delete, class_id))
+            if deleted:
+                await guarded(context, asyncio.to_thread(self.indexes.record_change, class_id))
             log.info("delete template %s: %s", class_id, "deleted" if deleted else "none")
             return enrollment_pb2.DeleteTemplateReply(deleted=deleted)
+
+    async def Verify(self, request: enrollment_pb2.VerifyRequest,
+                     context: grpc.aio.ServicerContext) -> enrollment_pb2.VerifyReply:
+        with rpc_context(context):
+            class_id = await self._class_id(request.class_id, context)
+            return await guarded(context, self._verify(class_id, list(request.samples)))
+
+    async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.VerifyReply:
+        threshold = self.settings.match_threshold
+        template = await asyncio.to_thread(self.templates.get, class_id)
+        if template is None or not template.current_encoder:
+            return enrollment_pb2.VerifyReply(
+                status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
+                errors=[common_pb2.JobError(error_code="NoTemplateAvailable",
+                                            message=f"No template of the current encoder exists for {class_id}.")],
+            )
+        embeddings = await self._embeddings(samples)
+        if not embeddings:
+            return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
+                                              errors=[NO_USABLE_FACE])
+        similarity = score(centroid(embeddings), centroid(template.matrix()))
+        log.info("verify %s: score %.3f (threshold %.3f)", class_id, similarity, threshold)
+        return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=similarity >= threshold,
+                                          score=similarity, threshold=threshold)
+
+    async def Search(self, request: enrollment_pb2.SearchRequest,
+                     context: grpc.aio.ServicerContext) -> enrollment_pb2.SearchReply:
+        with rpc_context(context):
+            if not request.storage.isidentifier() or request.partition < 0 or not 0 <= request.top_k <= 100:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "storage must be a name, partition >= 0 and top_k 0..100")
+            return await guarded(context, self._search(request))
+
+    async def _search(self, request: enrollment_pb2.SearchRequest) -> enrollment_pb2.SearchReply:
+        threshold = self.settings.match_threshold
+        embeddings = await self._embeddings(list(request.samples))
+        if not embeddings:
+            return enrollment_pb2.SearchReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
+                                              errors=[NO_USABLE_FACE])
+        matches, searched = await asyncio.to_thread(
+            self.indexes.search, request.storage, request.partition, centroid(embeddings),
+            request.top_k or 10, threshold,
+        )
+        log.info("search %s/%d: %d match(es) among %d", request.storage, request.partition, len(matches), searched)
+        return enrollment_pb2.SearchReply(
+            status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold, searched_templates=searched,
+            matches=[enrollment_pb2.Match(class_id=c, score=s) for c, s in matches],
+        )
 
 
 async def main() -> None:

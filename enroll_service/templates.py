@@ -85,7 +85,8 @@ class TemplateStore:
                 template, etag, created = self._open(class_id, found[0]), found[1], False
                 if not template.current_encoder:
                     template = Template(class_id=class_id, created=template.created)
-            template.embeddings = (template.embeddings + [e.astype(float).round(6).tolist() for e in embeddings])[-max_images:]
+            added = [e.astype(float).round(6).tolist() for e in embeddings]
+            template.embeddings = (template.embeddings + added)[-max_images:]
             template.updated = time.time()
             try:
                 self.store.put_conditional(class_key(class_id), self._seal(template), if_match=etag)

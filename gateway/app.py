@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bws import logs
 from bws.settings import GatewaySettings, redacted
-from gateway import handlers
+from gateway import biometric, handlers
 from gateway.backends import SETTINGS, backends_ctx
 from gateway.errors import error_middleware, request_id_middleware
 
@@ -29,8 +29,15 @@ def create_app(settings: GatewaySettings) -> web.Application:
     routes = [
         ("GET", "/extension/token", handlers.token),
         ("POST", "/extension/upload", handlers.upload),
-        ("GET", "/extension/enroll", handlers.enroll),
+        ("GET", "/extension/enroll", biometric.enroll),
+        ("GET", "/extension/verify", biometric.verify),
+        ("GET", "/extension/identify", biometric.identify),
+        ("GET", "/extension/livenessdetection", biometric.livenessdetection),
+        ("POST", "/extension/livedetection", handlers.livedetection),
+        ("GET", "/extension/isenrolled", handlers.isenrolled),
+        ("DELETE", "/extension/deleteclass", handlers.deleteclass),
         ("GET", "/extension/result", handlers.result),
+        ("GET", "/extension/status", handlers.status),
         ("GET", "/livez", handlers.livez),
         ("GET", "/readyz", handlers.readyz),
     ]

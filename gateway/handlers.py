@@ -1,98 +1,28 @@
-"""The BWS endpoints. Each handler reads the request, checks who is calling, asks the services,
-and shapes the reply; it computes nothing about faces itself.
-
-Follow ``enroll`` to see one biometric call end to end: token → claim the token's samples
-(storage) → count one try (storage, atomic) → CheckLiveness (gRPC) → Enroll (gRPC) → delete the
-samples whatever happened → record the outcome → reply.
+"""The BWS endpoints other than the token-authorized biometric calls (those are in
+``gateway/biometric.py``). Each handler reads the request, checks who is calling, asks the
+services, and shapes the reply; it computes nothing about faces itself.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
+import json
 import logging
+import secrets
+from urllib.parse import parse_qs
 
 import grpc
 from aiohttp import web
 
-from bws import images
-from bws.settings import App, parse_bool
-from bws.storage import SAMPLE_TAGS, StoredSample
+from bws import __version__, images
+from bws.storage import SAMPLE_TAGS
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
-from gateway.backends import BACKENDS, SETTINGS, Backends
-from gateway.errors import OVERLOAD, ApiError, unauthorized
+from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
+from gateway.backends import BACKENDS, SETTINGS
+from gateway.biometric import Outcome, check_liveness
+from gateway.errors import OVERLOAD, ApiError
 
 log = logging.getLogger(__name__)
-
-
-# -- authentication ---------------------------------------------------------------------
-
-
-def basic_app(request: web.Request) -> App:
-    """The app whose Basic credentials the request carries; 401 otherwise."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not value:
-        raise unauthorized("This call requires Basic authentication with the App ID and secret.", "Basic")
-    try:
-        app_id, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise unauthorized("The Basic authorization header is malformed.", "Basic") from None
-    for app in request.app[SETTINGS].apps:
-        # Compare every app's secret in constant time, so timing tells nothing about the ids.
-        if hmac.compare_digest(app.app_id.encode(), app_id.encode()) & hmac.compare_digest(
-            app.secret.encode(), secret.encode()
-        ):
-            return app
-    raise unauthorized("The App ID or secret is wrong.", "Basic")
-
-
-def bearer_token(request: web.Request) -> tokens.Token:
-    """The verified BWS token of the request (schemes ``Bearer`` and ``JWT``); 401 otherwise."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() not in ("bearer", "jwt") or not value.strip():
-        raise unauthorized("This call requires a BWS token: Authorization: Bearer <token>.")
-    settings = request.app[SETTINGS]
-    try:
-        return tokens.verify(value.strip(), secret=settings.token_secret, audience=settings.public_url)
-    except tokens.TokenInvalid as error:
-        raise unauthorized(str(error)) from None
-
-
-# -- query parameters -------------------------------------------------------------------
-
-
-def flag(request: web.Request, name: str, default: bool | None) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    value = parse_bool(raw)
-    if value is None:
-        raise ApiError(400, f"The parameter {name} must be true or false.")
-    return value
-
-
-def integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"The parameter {name} must be an integer.") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"The parameter {name} must be between {low} and {high}.")
-    return value
-
-
-def traits(raw: str) -> int:
-    value = 0
-    for name in (t.strip().lower() for t in raw.split(",")):
-        if name not in tokens.TRAITS:
-            raise ApiError(400, f"The trait {name!r} is not supported; use Face and/or Periocular.")
-        value |= tokens.TRAITS[name]
-    return value
 
 
 # -- token ------------------------------------------------------------------------------
@@ -114,11 +44,7 @@ async def token(request: web.Request) -> web.Response:
     task = tokens.TASKS[task_name]
     bcid = None
     if "bcid" in query or task != tokens.TASK_LIVENESS_ONLY:
-        bcid = tokens.Bcid.parse(query.get("bcid", ""))
-        if bcid is None:
-            raise ApiError(400, "The parameter bcid must look like storage.partition.classid.")
-        if not app.may_use(bcid.storage, bcid.partition):
-            raise ApiError(403, f"The app may not use the storage and partition of {bcid}.")
+        bcid = bcid_param(request, app)
     issued = tokens.issue(
         tokens.TokenRequest(
             app_id=app.app_id,
@@ -178,81 +104,94 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response({"Accepted": False, "Error": codes[0]})
 
 
-# -- enroll -----------------------------------------------------------------------------
+# -- calls with app credentials --------------------------------------------------------
 
 
-class Outcome(Exception):
-    """A biometric call ended with ``{"Success": false, "Error": code}``."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
+def _sample_of(value: object, name: str) -> images.Sample:
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"The field {name} must hold a data URL.")
+    return images.parse_data_url(value)
 
 
-async def check_liveness(backends: Backends, samples: list[StoredSample], directions: tuple[str, ...]) -> None:
-    """Raise the outcome when the samples are not live (or do not follow the challenge)."""
-    if len(samples) < 2:
-        raise Outcome("NotEnoughSamples")
-    reply = await backends.call(
-        backends.liveness.CheckLiveness,
-        liveness_pb2.CheckLivenessRequest(
-            samples=[common_pb2.SampleRef(key=s.key, tag=s.tag, index=s.index) for s in samples],
-            challenge_directions=list(directions),
-        ),
-    )
-    if not reply.live:
-        raise Outcome(reply.errors[0].error_code if reply.errors else "LiveDetectionFailed")
+async def livedetection(request: web.Request) -> web.Response:
+    """``POST /extension/livedetection[?state=]``: are two images of a live person?
 
-
-async def enroll(request: web.Request) -> web.Response:
-    """``GET /extension/enroll?livedetection=``: enroll the token's uploaded samples."""
-    claims = bearer_token(request)
-    if claims.kind != tokens.TASK_ENROLL or claims.bcid is None:
-        raise ApiError(403, "The token does not allow enrollment.")
-    # The flag can switch liveness on, never off when the token requires it.
-    live = claims.requires_liveness or bool(flag(request, "livedetection", False))
+    The body is JSON ``{"liveimage1": dataURL, "liveimage2": dataURL}`` or the same as form
+    fields. The images are stored only for the duration of the call.
+    """
+    basic_app(request)
+    body = await request.read()
+    fields: dict[str, object]
+    try:
+        parsed = json.loads(body)
+        fields = parsed if isinstance(parsed, dict) else {}
+    except ValueError:
+        fields = {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace")).items()}
+    samples = [_sample_of(fields.get(name), name) for name in ("liveimage1", "liveimage2")]
     backends = request.app[BACKENDS]
-
-    samples = await backends.storage(backends.store.claim_samples, claims.token_id)
-    if not samples:
-        raise ApiError(400, "No samples have been uploaded with this token.")
-    outcome = {"Action": "enrollment", "BCID": str(claims.bcid)}
+    job = "livedetection-" + secrets.token_hex(12)
+    stored = [await backends.storage(backends.store.put_sample, job, index, "any", s.data, s.content_type)
+              for index, s in enumerate(samples)]
     try:
-        try_number = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries)
-        if try_number is None:
-            raise ApiError(403, "The number of allowed attempts with this token is exceeded.")
-        try:
-            if live:
-                await check_liveness(backends, samples, claims.directions_for_try(try_number))
-            reply = await backends.call(
-                backends.enrollment.Enroll,
-                enrollment_pb2.EnrollRequest(
-                    class_id=str(claims.bcid),
-                    samples=[common_pb2.SampleRef(key=s.key, tag=s.tag, index=s.index) for s in samples],
-                ),
-            )
-            if reply.errors:
-                raise Outcome(reply.errors[0].error_code)
-            result: dict[str, object] = {"Success": True}
-        except Outcome as failed:
-            result = {"Success": False, "Error": failed.code}
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in OVERLOAD:
-                raise
-            # The server refused the work: the try is given back, the client may try again.
-            await backends.storage(backends.store.return_try, claims.token_id, try_number)
-            result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
+        found = await backends.storage(backends.store.samples, job)
+        await check_liveness(backends, found, ())
+        live, error = True, None
+    except Outcome as failed:
+        live, error = False, failed.code
+    except grpc.aio.AioRpcError as rpc_error:
+        if rpc_error.code() not in OVERLOAD:
+            raise
+        live, error = False, "ExecutionOfJobTimedOut"
     finally:
-        try:
-            await backends.storage(backends.store.release_samples, claims.token_id, samples)
-        except Exception:
-            log.exception("could not delete claimed samples; the expiry rule will remove them")
-    log.info("enroll %s: %s", claims.bcid, result)
-    try:
-        await backends.storage(backends.store.put_result, claims.token_id, {**outcome, **result})
-    except Exception:
-        log.warning("could not record the result of the enrollment")
-    return replies.result(request, "EnrollResult", result)
+        await backends.storage(backends.store.delete, stored)
+    state = request.query.get("state")
+    if state is None:
+        return web.json_response(live)
+    reply: dict[str, object] = {"Success": live, "State": state}
+    if error:
+        reply["Error"] = error
+    return replies.result(request, "LiveDetectionResult", reply)
+
+
+async def isenrolled(request: web.Request) -> web.Response:
+    """``GET /extension/isenrolled?bcid=&trait=``: 200 when the BCID has a template, 404 when not."""
+    app = basic_app(request)
+    bcid = bcid_param(request, app)
+    if traits(request.query.get("trait", "Face")) != tokens.TRAITS["face"]:
+        raise ApiError(400, "Only the trait Face is enrolled by this service.")
+    backends = request.app[BACKENDS]
+    reply = await backends.call(backends.enrollment.GetTemplateStatus,
+                                enrollment_pb2.GetTemplateStatusRequest(class_id=str(bcid)))
+    status = reply.template_status
+    if not status.available:
+        raise ApiError(404, f"{bcid} is not enrolled.")
+    return web.json_response({"BCID": str(bcid), "Trait": "Face", "EnrolledImages": status.enrolled_images,
+                              "Encoder": f"{status.encoder_name}/{status.encoder_version}"})
+
+
+async def deleteclass(request: web.Request) -> web.Response:
+    """``DELETE /extension/deleteclass?bcid=``: remove every biometric trace of a BCID.
+
+    The template is all this service keeps of a class (no images are stored past a call).
+    """
+    app = basic_app(request)
+    bcid = bcid_param(request, app)
+    backends = request.app[BACKENDS]
+    reply = await backends.call(backends.enrollment.DeleteTemplate,
+                                enrollment_pb2.DeleteTemplateRequest(class_id=str(bcid)))
+    log.info("deleteclass %s: %s", bcid, "deleted" if reply.deleted else "nothing to delete")
+    return web.Response(status=200)
+
+
+async def status(request: web.Request) -> web.Response:
+    """``GET /extension/status``: version and features."""
+    basic_app(request)
+    return web.json_response({
+        "Version": __version__,
+        "Label": "Open BWS server",
+        "Features": ["Face", "LiveDetection", "ChallengeResponse", "Enrollment", "Verification",
+                     "Identification", "LivenessDetection"],
+    })
 
 
 # -- result, health ---------------------------------------------------------------------

@@ -17,16 +17,27 @@ def wants_xml(request: web.Request) -> bool:
     return any(t in accept for t in XML_TYPES) and "application/json" not in accept
 
 
+def _fill(element: ElementTree.Element, value: Any) -> None:
+    if isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif isinstance(value, dict):
+        for name in sorted(value):
+            if value[name] is not None:
+                _fill(ElementTree.SubElement(element, name), value[name])
+    elif isinstance(value, list):  # e.g. Matches → <Matches><Match>...</Match></Matches>
+        for item in value:
+            _fill(ElementTree.SubElement(element, element.tag.removesuffix("es")), item)
+    else:
+        element.text = str(value)
+
+
 def to_xml(root_name: str, fields: dict[str, Any]) -> bytes:
     """``<EnrollResult xmlns:i=... xmlns=...><Error>..</Error><Success>..</Success></EnrollResult>``.
 
     Elements appear in alphabetical order, as the .NET DataContractSerializer writes them.
     """
     root = ElementTree.Element(root_name, {"xmlns:i": XMLNS_I, "xmlns": XMLNS})
-    for name in sorted(fields):
-        value = fields[name]
-        element = ElementTree.SubElement(root, name)
-        element.text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    _fill(root, fields)
     return ElementTree.tostring(root, encoding="utf-8", xml_declaration=False)
 
 

@@ -16,10 +16,14 @@ from tests.support.client import BwsClient
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+# A second app that may only use partition 5 of the storage "bws".
+LIMITED_APP = {"id": "limited-app", "secret": "limited-app-secret-0123", "storage": "bws", "partitions": [5]}
+
+
 def start_stack(name: str, **extra_env: str) -> Stack:
     workdir = ARTIFACTS / f"{name}-{secrets.token_hex(3)}"
     return Stack(workdir=workdir, app_id="test-app", app_secret=secrets.token_urlsafe(18),
-                 extra_env=extra_env).start()
+                 extra_env=extra_env, extra_apps=[LIMITED_APP]).start()
 
 
 def dump_logs(stack: Stack, lines: int = 40) -> None:
@@ -47,6 +51,11 @@ def store(stack: Stack) -> ObjectStore:
     """Direct access to the bucket, to check what the service left in it."""
     return ObjectStore(StorageSettings(endpoint=stack.s3_endpoint, access_key=stack.secrets.s3_access_key,
                                        secret_key=stack.secrets.s3_secret_key, bucket="bws-data"))
+
+
+@pytest.fixture(scope="session")
+def limited_client(stack: Stack) -> BwsClient:
+    return BwsClient(stack.url, str(LIMITED_APP["id"]), str(LIMITED_APP["secret"]))
 
 
 @pytest.fixture

@@ -77,9 +77,17 @@ class BwsClient:
             assert reply.status == 200 and reply.json["Accepted"], (index, tag, reply.body)
 
     def enroll(self, token: str, *, livedetection: bool | str | None = None,
-               accept: str | None = None, scheme: str = "Bearer") -> Reply:
+               accept: str | None = None) -> Reply:
+        return self.call("enroll", token, livedetection=livedetection, accept=accept)  # type: ignore[arg-type]
+
+    def call(self, endpoint: str, token: str, *, livedetection: bool | str | None = None,
+             accept: str | None = None, scheme: str = "Bearer") -> Reply:
+        """A biometric call (enroll, verify, identify, livenessdetection) with a token."""
         query = "" if livedetection is None else f"?livedetection={str(livedetection).lower()}"
-        headers = {"Authorization": f"{scheme} {token}"}
-        if accept:
-            headers["Accept"] = accept
-        return self.request("GET", f"/extension/enroll{query}", headers=headers)
+        headers = {"Authorization": f"{scheme} {token}"} | ({"Accept": accept} if accept else {})
+        return self.request("GET", f"/extension/{endpoint}{query}", headers=headers)
+
+    def basic_call(self, method: str, path: str, body: bytes | None = None,
+                   content_type: str = "application/json") -> Reply:
+        headers = self.basic() | ({"Content-Type": content_type} if body is not None else {})
+        return self.request(method, path, body=body, headers=headers)

@@ -13,3 +13,10 @@ def test_enroll_result_xml_matches_the_data_contract_shape() -> None:
     root = ElementTree.fromstring(xml)
     assert [child.tag for child in root] == [f"{{{XMLNS}}}Error", f"{{{XMLNS}}}Success"]
     assert root.find(f"{{{XMLNS}}}Success").text == "false"
+
+
+def test_identify_matches_become_nested_elements() -> None:
+    xml = to_xml("IdentifyResult", {"Success": True, "Matches": [{"BCID": "bws/1/7", "Score": 0.9}]})
+    root = ElementTree.fromstring(xml)
+    match = root.find(f"{{{XMLNS}}}Matches/{{{XMLNS}}}Match")
+    assert match is not None and match.find(f"{{{XMLNS}}}BCID").text == "bws/1/7"

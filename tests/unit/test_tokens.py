@@ -44,7 +44,7 @@ def test_issued_token_round_trips_with_its_flags() -> None:
 def test_challenge_sequences_never_repeat_a_direction_twice_in_a_row() -> None:
     for _ in range(200):
         seq = tokens.random_directions(7)
-        assert all(a != b for a, b in zip(seq, seq[1:]))
+        assert all(a != b for a, b in zip(seq, seq[1:], strict=False))
 
 
 def test_challenge_implies_liveness() -> None:

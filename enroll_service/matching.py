@@ -1,0 +1,175 @@
+"""Matching: 1:1 scores and the in-memory 1:N index of a partition.
+
+A class is represented by the centroid of its template's embeddings (the normalised mean of
+the face images enrolled, which averages over poses and lighting); a probe is the centroid of
+the samples of one call. Score = cosine similarity of the two, for verify and identify alike,
+so one calibrated threshold serves both.
+
+Identify must search a partition of 100k classes faster than one face embedding takes, so each
+partition's centroids live in one float32 matrix in memory and a search is one matrix-vector
+product plus a partial sort. The index is built from the templates in storage at first use and
+kept current through a change log in storage (``indexes/{storage}/{partition}/log/...``): every
+enrollment or deletion, by any replica, appends an entry naming the class; before each search
+the index reads the entries it has not applied (one LIST request) and reloads those classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bws.storage import TEMPLATES, ObjectStore
+from enroll_service.templates import TemplateStore
+
+log = logging.getLogger(__name__)
+
+INDEXES = "indexes/"
+# Replicas' clocks may differ by this much; log entries this much older than the newest
+# applied one are read again (applying an entry twice is harmless).
+CLOCK_SKEW_NANOS = 30 * 1_000_000_000
+
+
+def centroid(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    mean = np.asarray(embeddings, dtype=np.float32).reshape(-1, 128).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def score(probe: np.ndarray, reference: np.ndarray) -> float:
+    """Cosine similarity of two unit vectors."""
+    return float(np.dot(probe, reference))
+
+
+@dataclass
+class PartitionIndex:
+    """The centroids of one partition's classes, one row each."""
+
+    class_ids: list[str] = field(default_factory=list)
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+    def put(self, class_id: str, vector: np.ndarray) -> None:
+        row = self.rows.get(class_id)
+        if row is None:
+            self.rows[class_id] = len(self.class_ids)
+            self.class_ids.append(class_id)
+            self.matrix = np.vstack([self.matrix, vector[None, :].astype(np.float32)])
+        else:
+            self.matrix[row] = vector
+
+    def put_many(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Bulk load (one allocation instead of one per class)."""
+        new = [(c, v) for c, v in items if c not in self.rows]
+        for class_id, vector in items:
+            if class_id in self.rows:
+                self.matrix[self.rows[class_id]] = vector
+        if new:
+            start = len(self.class_ids)
+            for offset, (class_id, _) in enumerate(new):
+                self.rows[class_id] = start + offset
+                self.class_ids.append(class_id)
+            self.matrix = np.vstack([self.matrix, np.stack([v for _, v in new]).astype(np.float32)])
+
+    def remove(self, class_id: str) -> None:
+        row = self.rows.pop(class_id, None)
+        if row is None:
+            return
+        last = len(self.class_ids) - 1
+        if row != last:  # move the last row into the hole
+            moved = self.class_ids[last]
+            self.class_ids[row] = moved
+            self.matrix[row] = self.matrix[last]
+            self.rows[moved] = row
+        self.class_ids.pop()
+        self.matrix = self.matrix[:last]
+
+    def search(self, probe: np.ndarray, top_k: int, threshold: float) -> list[tuple[str, float]]:
+        """The best ``top_k`` classes scoring at least ``threshold``, best first."""
+        if not self.class_ids:
+            return []
+        scores = self.matrix @ probe.astype(np.float32)
+        k = min(top_k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best])]
+        return [(self.class_ids[i], float(scores[i])) for i in best if scores[i] >= threshold]
+
+
+@dataclass
+class _Cached:
+    index: PartitionIndex
+    applied: set[str]  # log entries already applied (within the skew window)
+    newest: int  # nanos of the newest applied entry
+
+
+class IndexCache:
+    """One PartitionIndex per (storage, partition), kept current through the change log."""
+
+    def __init__(self, store: ObjectStore, templates: TemplateStore) -> None:
+        self.store = store
+        self.templates = templates
+        self._partitions: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def record_change(self, class_id: str) -> None:
+        """Append a change-log entry after a template of ``class_id`` was written or deleted."""
+        storage, partition, number = class_id.split("/")
+        entry = f"{INDEXES}{storage}/{partition}/log/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{number}"
+        self.store.put(entry, b"", "text/plain")
+
+    def search(self, storage: str, partition: int, probe: np.ndarray, top_k: int,
+               threshold: float) -> tuple[list[tuple[str, float]], int]:
+        """The best matches in a partition, and how many classes were searched."""
+        prefix = f"{storage}/{partition}"
+        with self._lock:  # one partition update or search at a time: the matrix is replaced in place
+            cached = self._partitions.get(prefix)
+            if cached is None:
+                cached = self._partitions[prefix] = self._build(prefix)
+            else:
+                self._catch_up(prefix, cached)
+            return cached.index.search(probe, top_k, threshold), len(cached.index)
+
+    def _log_entries(self, prefix: str, after_nanos: int) -> list[str]:
+        start = f"{INDEXES}{prefix}/log/{max(0, after_nanos - CLOCK_SKEW_NANOS):020d}"
+        return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start)
+
+    @staticmethod
+    def _nanos(entry: str) -> int:
+        return int(entry.rsplit("/", 1)[-1].split("-")[0])
+
+    def _build(self, prefix: str) -> _Cached:
+        began = time.monotonic()
+        # Entries written while the templates are read are applied on the next catch-up.
+        entries = self._log_entries(prefix, 0)
+        class_ids = [k[len(TEMPLATES):] for k in self.store.list_keys(f"{TEMPLATES}{prefix}/")]
+        index = PartitionIndex()
+        with ThreadPoolExecutor(16) as pool:
+            loaded = list(pool.map(self.templates.get, class_ids))
+        index.put_many([(c, centroid(t.matrix())) for c, t in zip(class_ids, loaded, strict=True)
+                        if t is not None and t.current_encoder and t.embeddings])
+        newest = max((self._nanos(e) for e in entries), default=0)
+        log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
+        return _Cached(index, set(entries), newest)
+
+    def _catch_up(self, prefix: str, cached: _Cached) -> None:
+        fresh = [e for e in self._log_entries(prefix, cached.newest) if e not in cached.applied]
+        changed = {f"{prefix}/{entry.rsplit('-', 1)[-1]}" for entry in fresh}
+        for class_id in changed:
+            template = self.templates.get(class_id)
+            if template is None or not template.embeddings or not template.current_encoder:
+                cached.index.remove(class_id)
+            else:
+                cached.index.put(class_id, centroid(template.matrix()))
+        if fresh:
+            cached.applied.update(fresh)
+            cached.newest = max(cached.newest, *(self._nanos(e) for e in fresh))
+            horizon = cached.newest - 2 * CLOCK_SKEW_NANOS
+            cached.applied = {e for e in cached.applied if self._nanos(e) >= horizon}

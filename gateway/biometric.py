@@ -1,0 +1,168 @@
+"""The biometric calls a BWS token authorizes: enroll, verify, identify, livenessdetection.
+
+They share one flow (``run``), so every call behaves the same way:
+
+1. verify the token (401) and that its task allows this call (403);
+2. claim the samples uploaded with the token, atomically (400 when there are none);
+3. count one try, atomically, also across gateway replicas (403 when used up);
+4. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
+   asks for it — the flag can switch liveness on, never off;
+5. run the call's own work over gRPC (``perform``);
+6. delete the samples whatever happened, record the outcome for ``/extension/result``, reply.
+
+Expected failures are 200 replies ``{"Success": false, "Error": ...}``. When a service refuses
+the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from bws.storage import StoredSample
+from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
+from gateway import replies, tokens
+from gateway.auth import bearer_token, flag
+from gateway.backends import BACKENDS, Backends
+from gateway.errors import OVERLOAD, ApiError
+
+log = logging.getLogger(__name__)
+
+Result = dict[str, Any]
+Perform = Callable[[Backends, tokens.Token, list[StoredSample]], Awaitable[Result]]
+
+
+class Outcome(Exception):
+    """A biometric call ended with ``{"Success": false, "Error": code}``."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def sample_refs(samples: list[StoredSample]) -> list[common_pb2.SampleRef]:
+    return [common_pb2.SampleRef(key=s.key, tag=s.tag, index=s.index) for s in samples]
+
+
+async def check_liveness(backends: Backends, samples: list[StoredSample], directions: tuple[str, ...]) -> None:
+    """Raise the outcome when the samples are not live (or do not follow the challenge)."""
+    if len(samples) < 2:
+        raise Outcome("NotEnoughSamples")
+    reply = await backends.call(
+        backends.liveness.CheckLiveness,
+        liveness_pb2.CheckLivenessRequest(samples=sample_refs(samples), challenge_directions=list(directions)),
+    )
+    if not reply.live:
+        raise Outcome(reply.errors[0].error_code if reply.errors else "LiveDetectionFailed")
+
+
+async def run(request: web.Request, *, kind: int, action: str, root: str, perform: Perform) -> web.Response:
+    claims = bearer_token(request)
+    if claims.kind != kind or (kind != tokens.TASK_LIVENESS_ONLY and claims.bcid is None):
+        raise ApiError(403, f"The token does not allow {action}.")
+    live = kind == tokens.TASK_LIVENESS_ONLY or claims.requires_liveness or bool(
+        flag(request, "livedetection", False))
+    backends = request.app[BACKENDS]
+
+    samples = await backends.storage(backends.store.claim_samples, claims.token_id)
+    if not samples:
+        raise ApiError(400, "No samples have been uploaded with this token.")
+    try:
+        try_number = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries)
+        if try_number is None:
+            raise ApiError(403, "The number of allowed attempts with this token is exceeded.")
+        try:
+            if live:
+                await check_liveness(backends, samples, claims.directions_for_try(try_number))
+            result = await perform(backends, claims, samples)
+        except Outcome as failed:
+            result = {"Success": False, "Error": failed.code}
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in OVERLOAD:
+                raise
+            # The server refused the work: the try is given back, the client may try again.
+            await backends.storage(backends.store.return_try, claims.token_id, try_number)
+            result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
+    finally:
+        try:
+            await backends.storage(backends.store.release_samples, claims.token_id, samples)
+        except Exception:
+            log.exception("could not delete claimed samples; the expiry rule will remove them")
+    log.info("%s %s: %s", action, claims.bcid or "-", result)
+    record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
+    try:
+        await backends.storage(backends.store.put_result, claims.token_id, record)
+    except Exception:
+        log.warning("could not record the result of the %s", action)
+    return replies.result(request, root, result)
+
+
+# -- the calls' own work ----------------------------------------------------------------
+
+
+async def _enroll(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:
+    reply = await backends.call(
+        backends.enrollment.Enroll,
+        enrollment_pb2.EnrollRequest(class_id=str(claims.bcid), samples=sample_refs(samples)),
+    )
+    if reply.errors:
+        raise Outcome(reply.errors[0].error_code)
+    return {"Success": True}
+
+
+async def _verify(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:
+    reply = await backends.call(
+        backends.enrollment.Verify,
+        enrollment_pb2.VerifyRequest(class_id=str(claims.bcid), samples=sample_refs(samples)),
+    )
+    if reply.errors:
+        raise Outcome(reply.errors[0].error_code)
+    if not reply.verified:
+        return {"Success": False}  # not recognized: BWS sends no Error
+    if claims.autoenroll:
+        await _enroll(backends, claims, samples)
+    return {"Success": True}
+
+
+async def _identify(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:
+    assert claims.bcid is not None
+    reply = await backends.call(
+        backends.enrollment.Search,
+        enrollment_pb2.SearchRequest(storage=claims.bcid.storage, partition=claims.bcid.partition,
+                                     samples=sample_refs(samples), top_k=10),
+    )
+    if reply.errors:
+        raise Outcome(reply.errors[0].error_code)
+    matches = [{"BCID": m.class_id, "Score": round(m.score, 4)} for m in reply.matches]
+    return {"Success": bool(matches), "Matches": matches}
+
+
+async def _liveness_only(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:
+    return {"Success": True}  # run() has checked liveness (and the challenge) already
+
+
+async def enroll(request: web.Request) -> web.Response:
+    """``GET /extension/enroll?livedetection=``: enroll the token's samples for its BCID."""
+    return await run(request, kind=tokens.TASK_ENROLL, action="enrollment", root="EnrollResult", perform=_enroll)
+
+
+async def verify(request: web.Request) -> web.Response:
+    """``GET /extension/verify?livedetection=``: 1:1 against the token's BCID."""
+    return await run(request, kind=tokens.TASK_VERIFY, action="verification", root="VerifyResult",
+                     perform=_verify)
+
+
+async def identify(request: web.Request) -> web.Response:
+    """``GET /extension/identify?livedetection=``: 1:N within the token's storage and partition."""
+    return await run(request, kind=tokens.TASK_IDENTIFY, action="identification", root="IdentifyResult",
+                     perform=_identify)
+
+
+async def livenessdetection(request: web.Request) -> web.Response:
+    """``GET /extension/livenessdetection``: liveness (and the challenge) only, no BCID needed."""
+    return await run(request, kind=tokens.TASK_LIVENESS_ONLY, action="livenessdetection",
+                     root="LivenessDetectionResult", perform=_liveness_only)
