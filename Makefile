@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install protos run test bench lint clean
+.PHONY: install protos run test bench bench-identify lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ run: install protos
 
 test: install protos
 	$(BIN)/python -m pytest
+
+bench: bench-identify
+
+bench-identify: install protos
+	$(BIN)/python -m tests.bench.identify
 
 lint: install
 	$(BIN)/pip install --quiet ruff

@@ -31,9 +31,12 @@ from enroll_service.templates import TemplateStore
 log = logging.getLogger(__name__)
 
 INDEXES = "indexes/"
-# Replicas' clocks may differ by this much; log entries this much older than the newest
-# applied one are read again (applying an entry twice is harmless).
+# Replicas' clocks may differ by this much: every RESCAN_SECONDS the log is read again from
+# this far before the newest applied entry, to pick up entries a replica with a late clock
+# wrote "in the past" (applying an entry twice is harmless). Between rescans a catch-up lists
+# only the entries after the newest applied one, usually none.
 CLOCK_SKEW_NANOS = 30 * 1_000_000_000
+RESCAN_SECONDS = 10.0
 
 
 def centroid(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -107,7 +110,8 @@ class PartitionIndex:
 class _Cached:
     index: PartitionIndex
     applied: set[str]  # log entries already applied (within the skew window)
-    newest: int  # nanos of the newest applied entry
+    newest: str  # the newest applied entry ("" when none)
+    rescanned: float = field(default_factory=time.monotonic)
 
 
 class IndexCache:
@@ -137,9 +141,8 @@ class IndexCache:
                 self._catch_up(prefix, cached)
             return cached.index.search(probe, top_k, threshold), len(cached.index)
 
-    def _log_entries(self, prefix: str, after_nanos: int) -> list[str]:
-        start = f"{INDEXES}{prefix}/log/{max(0, after_nanos - CLOCK_SKEW_NANOS):020d}"
-        return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start)
+    def _log_entries(self, prefix: str, start_after: str | None) -> list[str]:
+        return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start_after)
 
     @staticmethod
     def _nanos(entry: str) -> int:
@@ -147,29 +150,32 @@ class IndexCache:
 
     def _build(self, prefix: str) -> _Cached:
         began = time.monotonic()
-        # Entries written while the templates are read are applied on the next catch-up.
-        entries = self._log_entries(prefix, 0)
+        # Entries written while the templates are read are applied again on the next catch-up.
+        entries = self._log_entries(prefix, None)
         class_ids = [k[len(TEMPLATES):] for k in self.store.list_keys(f"{TEMPLATES}{prefix}/")]
         index = PartitionIndex()
         with ThreadPoolExecutor(16) as pool:
             loaded = list(pool.map(self.templates.get, class_ids))
         index.put_many([(c, centroid(t.matrix())) for c, t in zip(class_ids, loaded, strict=True)
                         if t is not None and t.current_encoder and t.embeddings])
-        newest = max((self._nanos(e) for e in entries), default=0)
         log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
-        return _Cached(index, set(entries), newest)
+        return _Cached(index, set(entries), max(entries, default=""))
 
     def _catch_up(self, prefix: str, cached: _Cached) -> None:
-        fresh = [e for e in self._log_entries(prefix, cached.newest) if e not in cached.applied]
-        changed = {f"{prefix}/{entry.rsplit('-', 1)[-1]}" for entry in fresh}
-        for class_id in changed:
+        start: str | None = cached.newest or None
+        if time.monotonic() - cached.rescanned > RESCAN_SECONDS and cached.newest:
+            start = f"{INDEXES}{prefix}/log/{max(0, self._nanos(cached.newest) - CLOCK_SKEW_NANOS):020d}"
+            cached.rescanned = time.monotonic()
+        fresh = [e for e in self._log_entries(prefix, start) if e not in cached.applied]
+        if not fresh:
+            return
+        for class_id in {f"{prefix}/{entry.rsplit('-', 1)[-1]}" for entry in fresh}:
             template = self.templates.get(class_id)
             if template is None or not template.embeddings or not template.current_encoder:
                 cached.index.remove(class_id)
             else:
                 cached.index.put(class_id, centroid(template.matrix()))
-        if fresh:
-            cached.applied.update(fresh)
-            cached.newest = max(cached.newest, *(self._nanos(e) for e in fresh))
-            horizon = cached.newest - 2 * CLOCK_SKEW_NANOS
-            cached.applied = {e for e in cached.applied if self._nanos(e) >= horizon}
+        cached.applied.update(fresh)
+        cached.newest = max(cached.newest, *fresh)
+        horizon = self._nanos(cached.newest) - 2 * CLOCK_SKEW_NANOS
+        cached.applied = {e for e in cached.applied if self._nanos(e) >= horizon}

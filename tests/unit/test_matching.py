@@ -1,0 +1,66 @@
+"""The 1:N partition index and its change log (enroll_service/matching.py)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from enroll_service.matching import IndexCache, PartitionIndex, centroid
+from enroll_service.templates import TemplateStore
+from tests.unit.test_templates import MemoryStore, embedding
+
+
+class LoggedMemoryStore(MemoryStore):
+    """MemoryStore plus the listing and plain writes the index's change log needs."""
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        self.objects[key] = data
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix) and (start_after is None or k > start_after))
+
+
+def test_search_returns_the_best_first_above_the_threshold() -> None:
+    index = PartitionIndex()
+    index.put_many([(f"bws/1/{i}", embedding(i)) for i in range(50)])
+    matches = index.search(embedding(7), top_k=5, threshold=0.5)
+    assert matches[0][0] == "bws/1/7" and matches[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert all(score >= 0.5 for _, score in matches)
+
+
+def test_remove_keeps_the_other_rows_right() -> None:
+    index = PartitionIndex()
+    index.put_many([(f"bws/1/{i}", embedding(i)) for i in range(5)])
+    index.remove("bws/1/1")
+    assert len(index) == 4
+    for i in (0, 2, 3, 4):
+        assert index.search(embedding(i), 1, 0.9)[0][0] == f"bws/1/{i}"
+    assert index.search(embedding(1), 1, 0.9) == []
+
+
+def test_centroid_is_a_unit_vector() -> None:
+    assert np.linalg.norm(centroid([embedding(1), embedding(2)])) == pytest.approx(1.0)
+
+
+def test_index_follows_changes_made_by_other_replicas() -> None:
+    memory = LoggedMemoryStore()
+    key = os.urandom(32)
+    ours = IndexCache(memory, TemplateStore(memory, key))  # type: ignore[arg-type]
+    theirs_templates = TemplateStore(memory, key)  # type: ignore[arg-type]
+    theirs = IndexCache(memory, theirs_templates)  # type: ignore[arg-type]
+
+    theirs_templates.add("bws/1/1", [embedding(1)], 5)
+    theirs.record_change("bws/1/1")
+    assert ours.search("bws", 1, embedding(1), 5, 0.9)[0][0][0] == "bws/1/1"  # built from storage
+
+    theirs_templates.add("bws/1/2", [embedding(2)], 5)
+    theirs.record_change("bws/1/2")
+    assert ours.search("bws", 1, embedding(2), 5, 0.9)[0][0][0] == "bws/1/2"  # caught up
+
+    theirs_templates.delete("bws/1/1")
+    theirs.record_change("bws/1/1")
+    matches, searched = ours.search("bws", 1, embedding(1), 5, 0.9)
+    assert matches == [] and searched == 1
+    assert ours.search("bws", 2, embedding(1), 5, 0.0) == ([], 0)  # partitions are separate
