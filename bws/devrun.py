@@ -85,6 +85,7 @@ class Stack:
     log_to_files: bool = True  # False: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_apps: list[dict[str, object]] = field(default_factory=list)  # more BWS_APPS entries (tests)
+    external_s3: str | None = None  # an S3 endpoint that is already running (then no SeaweedFS)
     s3_port: int = field(default_factory=free_port)
     liveness_port: int = field(default_factory=free_port)
     enroll_port: int = field(default_factory=free_port)
@@ -96,7 +97,7 @@ class Stack:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"127.0.0.1:{self.s3_port}"
+        return self.external_s3 or f"127.0.0.1:{self.s3_port}"
 
     def env(self) -> dict[str, str]:
         apps = [{"id": self.app_id, "secret": self.app_secret, "storage": "bws", "partitions": "*",
@@ -166,7 +167,8 @@ class Stack:
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.start_storage()
+            if self.external_s3 is None:
+                self.start_storage()
             self.start_services()
         except BaseException:
             self.stop()
