@@ -89,6 +89,8 @@ class Stack:
     s3_port: int = field(default_factory=free_port)
     liveness_port: int = field(default_factory=free_port)
     enroll_port: int = field(default_factory=free_port)
+    liveness_metrics_port: int = field(default_factory=free_port)
+    enroll_metrics_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -118,6 +120,8 @@ class Stack:
             "BWS_ENROLL_LISTEN": f"127.0.0.1:{self.enroll_port}",
             "BWS_LIVENESS_ADDRESS": f"127.0.0.1:{self.liveness_port}",
             "BWS_ENROLL_ADDRESS": f"127.0.0.1:{self.enroll_port}",
+            "BWS_LIVENESS_METRICS_LISTEN": f"127.0.0.1:{self.liveness_metrics_port}",
+            "BWS_ENROLL_METRICS_LISTEN": f"127.0.0.1:{self.enroll_metrics_port}",
             **self.extra_env,
         }
 

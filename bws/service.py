@@ -29,6 +29,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from bws import logs
+from bws.metrics import ENGINE_PENDING, ENGINE_REJECTED, MetricsInterceptor, serve_metrics
 from bws.storage import ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,17 @@ class EnginePool(Generic[Engine]):
     async def run(self, work: Callable[..., Result], *args: object) -> Result:
         """Run ``work(engine, *args)`` on a worker; Overloaded when the queue is full."""
         if self._pending >= self._limit:
+            ENGINE_REJECTED.inc()
             raise Overloaded()
         self._pending += 1
+        ENGINE_PENDING.set(self._pending)
         try:
             call = functools.partial(self._with_engine, work, *args)
             context = contextvars.copy_context()  # keeps the request id in the worker's logs
             return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, call)
         finally:
             self._pending -= 1
+            ENGINE_PENDING.set(self._pending)
 
     def _with_engine(self, work: Callable[..., Result], *args: object) -> Result:
         engine = self._idle.get()
@@ -118,10 +122,15 @@ async def serve(
     service_full_names: list[str],
     warm: Callable[[], None],
     store: ObjectStore,
+    metrics_listen: str,
     grace_seconds: float = 10.0,
 ) -> None:
     """Run a service until SIGTERM or SIGINT."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
+    serve_metrics(metrics_listen)
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor()],
+        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

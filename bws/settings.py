@@ -203,6 +203,7 @@ class LivenessSettings:
 
     storage: StorageSettings
     listen: str = "127.0.0.1:50051"  # BWS_LIVENESS_LISTEN
+    metrics_listen: str = "127.0.0.1:9101"  # BWS_LIVENESS_METRICS_LISTEN: Prometheus /metrics ("off" = none)
     mirrored_frames: bool = True  # BWS_MIRRORED_FRAMES: uploads are mirror images (BWS web clients)
     min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX: smaller faces are ignored (background)
     workers: int = 2  # BWS_LIVENESS_WORKERS: threads running the models, each with its own models
@@ -213,6 +214,7 @@ class LivenessSettings:
         return cls(
             storage=StorageSettings.from_env(env),
             listen=_get(env, "BWS_LIVENESS_LISTEN", "127.0.0.1:50051"),
+            metrics_listen=_get(env, "BWS_LIVENESS_METRICS_LISTEN", "127.0.0.1:9101"),
             mirrored_frames=_bool(env, "BWS_MIRRORED_FRAMES", True),
             min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
             workers=_int(env, "BWS_LIVENESS_WORKERS", 2, low=1),
@@ -227,6 +229,7 @@ class EnrollSettings:
     storage: StorageSettings
     template_key: bytes = _secret()  # BWS_TEMPLATE_KEY: base64 of 32 random bytes (AES-256-GCM)
     listen: str = "127.0.0.1:50052"  # BWS_ENROLL_LISTEN
+    metrics_listen: str = "127.0.0.1:9102"  # BWS_ENROLL_METRICS_LISTEN: Prometheus /metrics ("off" = none)
     max_template_images: int = 20  # BWS_MAX_TEMPLATE_IMAGES: the newest embeddings kept per class
     match_threshold: float = 0.5  # BWS_MATCH_THRESHOLD: cosine similarity for a match (calibrated)
     min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX
@@ -246,6 +249,7 @@ class EnrollSettings:
             storage=StorageSettings.from_env(env),
             template_key=key,
             listen=_get(env, "BWS_ENROLL_LISTEN", "127.0.0.1:50052"),
+            metrics_listen=_get(env, "BWS_ENROLL_METRICS_LISTEN", "127.0.0.1:9102"),
             max_template_images=_int(env, "BWS_MAX_TEMPLATE_IMAGES", 20, low=1),
             match_threshold=_float(env, "BWS_MATCH_THRESHOLD", 0.5),
             min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),

@@ -205,5 +205,6 @@ async def main() -> None:
         [enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name],
         pool.warm,
         store,
+        settings.metrics_listen,
     )
     pool.close()

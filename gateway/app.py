@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import aiohttp_cors
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bws import logs
+from bws.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from bws.settings import GatewaySettings, redacted
 from gateway import biometric, handlers
 from gateway.backends import SETTINGS, backends_ctx
-from gateway.errors import error_middleware, request_id_middleware
+from gateway.errors import Handler, error_middleware, request_id_middleware
 
 log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time requests per route (the route's pattern, so ids never become labels)."""
+    began = time.perf_counter()
+    route = request.match_info.route.resource
+    endpoint = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        HTTP_REQUESTS.labels(endpoint, request.method, str(status)).inc()
+        HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - began)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -21,7 +47,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         # Sample uploads are data URLs of up to several MB: the limit is a setting, and a body
         # above it is answered with 413 by the error middleware.
         client_max_size=settings.max_upload_bytes,
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[metrics_middleware, request_id_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(backends_ctx)
@@ -40,6 +66,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         ("GET", "/extension/status", handlers.status),
         ("GET", "/livez", handlers.livez),
         ("GET", "/readyz", handlers.readyz),
+        ("GET", "/metrics", metrics),
     ]
     # Browser clients call from other origins with an Authorization header: answer preflights.
     cors = aiohttp_cors.setup(app, defaults={

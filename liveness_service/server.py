@@ -16,6 +16,7 @@ import grpc
 
 from bws import images, logs
 from bws.faces import FaceDetector, FaceLandmarker, FaceMesh
+from bws.metrics import LIVENESS_DECISIONS
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
 from bws.storage import ObjectStore
@@ -107,6 +108,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             expected_directions=list(request.challenge_directions) or None,
             mirrored=self.settings.mirrored_frames,
         )
+        LIVENESS_DECISIONS.labels(decision.error_code or "Live").inc()
         log.info("liveness: live=%s challenge_met=%s error=%s score=%.3f usable=%d/%d",
                  decision.live, decision.challenge_met, decision.error_code, decision.score,
                  sum(m is not None for m in meshes), len(meshes))
@@ -162,5 +164,6 @@ async def main() -> None:
         [liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"].full_name],
         pool.warm,
         store,
+        settings.metrics_listen,
     )
     pool.close()

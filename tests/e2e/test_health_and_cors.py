@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -49,3 +51,13 @@ def test_unknown_path_is_404_with_a_message(client: BwsClient) -> None:
 def test_request_id_is_echoed(client: BwsClient) -> None:
     reply = client.request("GET", "/livez", headers={"X-Request-Id": "abc-123"})
     assert reply.headers["X-Request-Id"] == "abc-123"
+
+
+def test_gateway_and_services_export_prometheus_metrics(client: BwsClient, stack) -> None:
+    client.request("GET", "/livez")
+    gateway = client.request("GET", "/metrics").text
+    assert 'bws_http_requests_total{endpoint="/livez",method="GET",status="200"}' in gateway
+    for port in (stack.liveness_metrics_port, stack.enroll_metrics_port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        assert "bws_grpc_server_handled_total" in text and "bws_engine_pending_calls" in text
