@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,20 +122,48 @@ class FaceDetector:
         return faces
 
 
+# Where the five landmarks of a face land in the 112×112 crop the embedder expects (the
+# ArcFace template, as OpenCV's FaceRecognizerSF.alignCrop uses it).
+_ALIGNED_LANDMARKS = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                               [41.5493, 92.3655], [70.7299, 92.2041]])
+
+
+def _similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (rotation, uniform scale, shift) mapping source onto target (Umeyama)."""
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    centred_source, centred_target = source - source_mean, target - target_mean
+    u, singular, vt = np.linalg.svd(centred_target.T @ centred_source / len(source))
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / centred_source.var(axis=0).sum()
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = target_mean - scale * rotation @ source_mean
+    return matrix
+
+
+def align_face(image: np.ndarray, face: Face) -> np.ndarray:
+    """The face as the 112×112 BGR crop the embedder expects (same result as ``alignCrop``)."""
+    matrix = _similarity_transform(face.landmarks, _ALIGNED_LANDMARKS)
+    return cv2.warpAffine(image, matrix, (112, 112))
+
+
 class FaceEmbedder:
     """SFace through ``cv2.dnn``: a 128-d unit vector per aligned face.
 
     ``FaceRecognizerSF.feature`` fails on this model file with OpenCV 5, so the network is
-    fed by input name; ``FaceRecognizerSF.alignCrop`` still does the 5-point alignment.
+    fed by input name.
     """
 
     def __init__(self) -> None:
-        path = str(SFACE.path())
-        self._aligner = cv2.FaceRecognizerSF.create(path, "")
-        self._net = cv2.dnn.readNet(path)
+        self._net = cv2.dnn.readNet(str(SFACE.path()))
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
-        crop = self._aligner.alignCrop(image, face.as_yunet_row())
+        return self.embed_aligned(align_face(image, face))
+
+    def embed_aligned(self, crop: np.ndarray) -> np.ndarray:
         blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
         self._net.setInput(blob, "data")
         vector = self._net.forward().reshape(-1).astype(np.float32)
@@ -214,6 +243,39 @@ class FaceLandmarker:
 
     def close(self) -> None:
         self._landmarker.close()
+
+
+@dataclass(frozen=True)
+class FaceAnalysis:
+    """What the upload inspection found in a sample, stored beside it (``{key}.face``), so that
+    the liveness check and the enrollment do not decode and detect the same image again."""
+
+    face: Face
+    aligned: np.ndarray  # 112×112×3 BGR crop for the embedder
+    mesh: FaceMesh | None
+
+    def to_bytes(self) -> bytes:
+        arrays = {
+            "box": np.asarray(self.face.box, np.float64),
+            "landmarks": self.face.landmarks,
+            "score": np.asarray([self.face.score]),
+            "aligned": self.aligned,
+        }
+        if self.mesh is not None:
+            arrays |= {"mesh_points": self.mesh.points.astype(np.float32), "mesh_transform": self.mesh.transform}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FaceAnalysis:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            face = Face(box=tuple(float(v) for v in arrays["box"]),  # type: ignore[arg-type]
+                        landmarks=arrays["landmarks"], score=float(arrays["score"][0]))
+            mesh = None
+            if "mesh_points" in arrays:
+                mesh = FaceMesh(points=arrays["mesh_points"].astype(np.float64), transform=arrays["mesh_transform"])
+            return cls(face=face, aligned=arrays["aligned"], mesh=mesh)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

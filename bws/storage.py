@@ -2,7 +2,9 @@
 
 Layout inside the bucket (keys, not bytes, travel between processes):
 
-- ``uploads/{token_id}/{index:06d}-{nanos:x}-{random}-{tag}`` — a sample uploaded with a token.
+- ``uploads/{token_id}/{index:06d}-{nanos:x}-{random}-{tag}`` — a sample uploaded with a token,
+  and beside it ``....face``: what the upload inspection found in it (face box, landmarks, mesh,
+  aligned crop), so that later steps need not decode and detect the image again.
 - ``claims/{token_id}/{sample name}`` — a marker written once, atomically, by the call that
   claimed the sample: no second call can use it. Samples and markers are deleted after the call.
 - ``tokens/{token_id}/try-{n}`` — try ``n`` of a token, created atomically by the call that uses it,
@@ -74,6 +76,11 @@ class StoredSample:
             return cls(index=int(parts[0]), arrival=int(parts[1], 16), key=key, tag=parts[3])
         except ValueError:
             return None
+
+
+def analysis_key(sample_key: str) -> str:
+    """The key of the inspection result stored beside a sample."""
+    return sample_key + ".face"
 
 
 def class_key(class_id: str) -> str:
@@ -227,7 +234,7 @@ class ObjectStore:
         """Delete claimed samples and their claim markers: a sample serves one call only."""
         keys = []
         for sample in samples:
-            keys += [sample.key, f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
+            keys += [sample.key, analysis_key(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
         self.delete(keys)
 
     # -- token state --------------------------------------------------------------------

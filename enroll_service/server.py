@@ -16,10 +16,10 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bws import images, logs
-from bws.faces import FaceDetector, FaceEmbedder
+from bws.faces import FaceAnalysis, FaceDetector, FaceEmbedder
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
-from bws.storage import ObjectStore
+from bws.storage import ObjectStore, analysis_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from enroll_service.matching import IndexCache, centroid, score
 from enroll_service.templates import CLASS_ID, Template, TemplateStore
@@ -83,9 +83,16 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             return await guarded(context, self._enroll(class_id, list(request.samples)))
 
     async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
-        """One embedding per sample that holds a usable face (read from storage by key)."""
-        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in samples))
-        return await self.pool.run(self._embed_all, blobs)
+        """One embedding per sample that holds a usable face.
+
+        Uses the aligned crop the upload inspection stored beside a sample; only samples
+        without one are decoded and detected here.
+        """
+        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
+        missing = [s for s, a in zip(samples, analyses, strict=True) if a is None]
+        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in missing))
+        crops = [FaceAnalysis.from_bytes(a).aligned for a in analyses if a is not None]
+        return await self.pool.run(self._embed_all, crops, blobs)
 
     async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
         embeddings = await self._embeddings(samples)
@@ -111,8 +118,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             template_status=template_status(class_id, template),
         )
 
-    def _embed_all(self, engine: EnrollEngine, blobs: list[bytes | None]) -> list[np.ndarray]:
-        embeddings = []
+    def _embed_all(self, engine: EnrollEngine, crops: list[np.ndarray], blobs: list[bytes | None]) -> list[np.ndarray]:
+        embeddings = [engine.embedder.embed_aligned(crop) for crop in crops]
         for data in blobs:
             if data is None:
                 continue

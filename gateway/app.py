@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bws import logs
 from bws.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from bws.settings import GatewaySettings, redacted
-from gateway import biometric, handlers
+from gateway import biometric, capture, handlers
 from gateway.backends import SETTINGS, backends_ctx
 from gateway.errors import Handler, error_middleware, request_id_middleware
 
@@ -77,6 +77,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     })
     for method, path, handler in routes:
         cors.add(app.router.add_route(method, path, handler))
+    capture.setup(app, cors)
     return app
 
 

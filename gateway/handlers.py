@@ -14,7 +14,7 @@ import grpc
 from aiohttp import web
 
 from bws import __version__, images
-from bws.storage import SAMPLE_TAGS
+from bws.storage import SAMPLE_TAGS, analysis_key
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
@@ -92,7 +92,7 @@ async def upload(request: web.Request) -> web.Response:
             liveness_pb2.InspectSampleRequest(sample=common_pb2.SampleRef(key=key, tag=tag, index=index)),
         )
     except BaseException:
-        await backends.storage(backends.store.delete, [key])  # nothing half-written
+        await backends.storage(backends.store.delete, [key, analysis_key(key)])  # nothing half-written
         raise
     codes = [e.error_code for e in reply.errors]
     if reply.accepted:

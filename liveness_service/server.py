@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import grpc
 
 from bws import images, logs
-from bws.faces import FaceDetector, FaceLandmarker, FaceMesh
+from bws.faces import FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
 from bws.metrics import LIVENESS_DECISIONS
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
-from bws.storage import ObjectStore
+from bws.storage import ObjectStore, analysis_key
 from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
 from liveness_service import inspection, liveness
 
@@ -66,16 +66,21 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 status=common_pb2.JOB_STATUS_FAULTED,
                 errors=[_error("InvalidSampleData", "The sample is not in storage.")],
             )
-        return await self.pool.run(self._inspect_bytes, data)
+        reply, analysis = await self.pool.run(self._inspect_bytes, data)
+        if analysis is not None:
+            await asyncio.to_thread(self.store.put, analysis_key(key), analysis.to_bytes())
+        return reply
 
-    def _inspect_bytes(self, engine: LivenessEngine, data: bytes) -> liveness_pb2.InspectSampleReply:
+    def _inspect_bytes(self, engine: LivenessEngine,
+                       data: bytes) -> tuple[liveness_pb2.InspectSampleReply, FaceAnalysis | None]:
+        """The reply, and for an accepted sample what later steps can reuse (mesh, aligned crop)."""
         try:
             image = images.decode(data)
         except images.InvalidImage as error:
             return liveness_pb2.InspectSampleReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED,
                 errors=[_error("InvalidSampleData", str(error))],
-            )
+            ), None
         result = inspection.inspect(image, engine.detector, self.settings.min_face_size_px)
         reply = liveness_pb2.InspectSampleReply(
             status=common_pb2.JOB_STATUS_SUCCEEDED,
@@ -86,12 +91,16 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         )
         if result.error_code:
             reply.errors.append(_error(result.error_code, _INSPECTION_MESSAGES[result.error_code]))
+        analysis = None
         if result.face is not None:
             x, y, w, h = result.face.box
             reply.face.CopyFrom(common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=result.face.score))
+            if result.accepted:
+                analysis = FaceAnalysis(face=result.face, aligned=align_face(image, result.face),
+                                        mesh=engine.landmarker.mesh(image, result.face))
         log.info("inspected sample: accepted=%s errors=%s warnings=%s",
                  result.accepted, result.error_code, list(result.warnings))
-        return reply
+        return reply, analysis
 
     async def CheckLiveness(self, request: liveness_pb2.CheckLivenessRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.CheckLivenessReply:
@@ -100,8 +109,13 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
 
     async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
         samples = sorted(request.samples, key=lambda s: s.index)
-        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in samples))
-        meshes = await self.pool.run(self._meshes, blobs)
+        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
+        meshes: list[FaceMesh | None] = [FaceAnalysis.from_bytes(a).mesh if a else None for a in analyses]
+        missing = [i for i, a in enumerate(analyses) if a is None]
+        if missing:  # samples that were not inspected at upload (e.g. POST /livedetection)
+            blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, samples[i].key) for i in missing))
+            for i, mesh in zip(missing, await self.pool.run(self._meshes, blobs), strict=True):
+                meshes[i] = mesh
         decision = liveness.decide(
             meshes,
             [s.tag for s in samples],
