@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,9 @@ class Stack:
         return self.workdir / f"{name}.log"
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        output: IO[bytes] | None = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+        # SeaweedFS is chatty: its log goes to a file even in the dev run.
+        to_file = self.log_to_files or name == "seaweedfs"
+        output: IO[bytes] | None = open(self.log_path(name), "ab") if to_file else None  # noqa: SIM115
         try:
             # A session of its own: Ctrl-C reaches this runner only, which stops the children in order.
             self.processes[name] = subprocess.Popen(
@@ -224,6 +227,16 @@ class Stack:
             return False
 
 
+def capture_link(stack: Stack, token_url: str) -> str:
+    """A link to the capture page with a fresh dev-app token (dev run only)."""
+    credentials = base64.b64encode(f"{stack.app_id}:{stack.app_secret}".encode()).decode()
+    request = urllib.request.Request(token_url, headers={"Authorization": f"Basic {credentials}"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        token = reply.read().decode()
+    query = urllib.parse.urlencode({"access_token": token, "return_url": f"{stack.url}/uui/done", "state": "dev"})
+    return f"{stack.url}/uui?{query}"
+
+
 def main() -> None:
     run_dir = REPO / ".run"
     app_id = os.environ.get("BWS_DEV_APP_ID", "").strip() or "dev-app"
@@ -248,12 +261,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     print("Starting SeaweedFS, the liveness service, the enrollment service and the gateway ...", flush=True)
     stack.start()
+    token_url = f"{stack.url}/extension/token?id={app_id}&bcid=bws.1.1&task=enroll&challenge=true"
     print(
         f"\nBWS is running at {stack.url}\n"
         f"  dev app id:     {app_id}\n"
         f"  dev app secret: {app_secret}\n"
         f"  storage:        bws (any partition)\n\n"
-        f"  curl -u '{app_id}:{app_secret}' '{stack.url}/extension/token?id={app_id}&bcid=bws.1.1&task=enroll'\n\n"
+        f"  curl -u '{app_id}:{app_secret}' '{token_url}'\n\n"
+        f"Try the capture page with your webcam (enrolls bws.1.1; the link holds a token valid "
+        f"for 10 minutes):\n  {capture_link(stack, token_url)}\n\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )

@@ -90,7 +90,12 @@ class EnginePool(Generic[Engine]):
             self._idle.put(engine)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers and release the models (MediaPipe graphs must be closed explicitly)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        while not self._idle.empty():
+            close = getattr(self._idle.get(), "close", None)
+            if close is not None:
+                close()
 
 
 @contextmanager

@@ -37,6 +37,9 @@ class LivenessEngine:
     def load(cls) -> LivenessEngine:
         return cls(FaceDetector(), FaceLandmarker())
 
+    def close(self) -> None:
+        self.landmarker.close()
+
 
 def _error(code: str, message: str) -> common_pb2.JobError:
     return common_pb2.JobError(error_code=code, message=message)

@@ -77,7 +77,7 @@ def main() -> None:
         index = PartitionIndex()
         index.put_many([(f"bws/1/{i}", v) for i, v in enumerate(unit_vectors(count, rng))])
         probes = unit_vectors(50, rng)
-        samples = [t for p in probes for t in timed(lambda p=p: index.search(p, 10, 0.5), 4)]
+        samples = [t for p in probes for t in timed(lambda p=p, index=index: index.search(p, 10, 0.5), 4)]
         median, p95 = statistics.median(samples), float(np.percentile(samples, 95))
         report(f"| {count:,} | {median:.3f} | {p95:.3f} | {median / embedding_ms:.3f} |")
 
