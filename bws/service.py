@@ -134,7 +134,12 @@ async def serve(
     serve_metrics(metrics_listen)
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor()],
-        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            # Clients reconnect (and re-resolve) every minute, so that new replicas get traffic.
+            ("grpc.max_connection_age_ms", 60_000),
+            ("grpc.max_connection_age_grace_ms", 15_000),
+        ],
     )
     register(server)
     health = HealthServicer()

@@ -77,7 +77,9 @@ BACKENDS = web.AppKey("backends", Backends)
 async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the channels and the store client for the app's lifetime (a cleanup_ctx)."""
     settings = app[SETTINGS]
-    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
+    # round_robin over every address the name resolves to (a headless Service's pods).
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1),
+               ("grpc.lb_policy_name", "round_robin")]
     liveness = grpc.aio.insecure_channel(settings.liveness_address, options=options)
     enroll = grpc.aio.insecure_channel(settings.enroll_address, options=options)
     app[BACKENDS] = Backends(settings, ObjectStore(settings.storage), liveness, enroll)
