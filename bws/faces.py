@@ -187,7 +187,10 @@ class FaceMesh:
     def pitch_degrees(self) -> float:
         """Positive when the subject looks down."""
         r = self.transform
-        return math.degrees(math.atan2(r[1, 2], math.hypot(r[0, 2], r[2, 2])))
+        # MediaPipe's camera space has y pointing up, so the face's forward axis (R's third
+        # column) gains +y when the subject looks up: negated for the documented sign (checked
+        # on renders of known pitch from tests/facegen).
+        return -math.degrees(math.atan2(r[1, 2], math.hypot(r[0, 2], r[2, 2])))
 
     @property
     def interocular_distance(self) -> float:
