@@ -231,7 +231,7 @@ class EnrollSettings:
     listen: str = "127.0.0.1:50052"  # BWS_ENROLL_LISTEN
     metrics_listen: str = "127.0.0.1:9102"  # BWS_ENROLL_METRICS_LISTEN: Prometheus /metrics ("off" = none)
     max_template_images: int = 20  # BWS_MAX_TEMPLATE_IMAGES: the newest embeddings kept per class
-    match_threshold: float = 0.5  # BWS_MATCH_THRESHOLD: cosine similarity for a match (calibrated)
+    match_threshold: float = 0.40  # BWS_MATCH_THRESHOLD: cosine similarity for a match (see README)
     min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX
     workers: int = 2  # BWS_ENROLL_WORKERS: threads running the models, each with its own models
     max_queue: int = 16  # BWS_ENROLL_MAX_QUEUE: calls waiting beyond that get RESOURCE_EXHAUSTED
@@ -251,7 +251,7 @@ class EnrollSettings:
             listen=_get(env, "BWS_ENROLL_LISTEN", "127.0.0.1:50052"),
             metrics_listen=_get(env, "BWS_ENROLL_METRICS_LISTEN", "127.0.0.1:9102"),
             max_template_images=_int(env, "BWS_MAX_TEMPLATE_IMAGES", 20, low=1),
-            match_threshold=_float(env, "BWS_MATCH_THRESHOLD", 0.5),
+            match_threshold=_float(env, "BWS_MATCH_THRESHOLD", 0.40),
             min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
             workers=_int(env, "BWS_ENROLL_WORKERS", 2, low=1),
             max_queue=_int(env, "BWS_ENROLL_MAX_QUEUE", 16),
