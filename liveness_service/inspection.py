@@ -57,6 +57,28 @@ def quality_warnings(image: np.ndarray, face: Face) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+@dataclass(frozen=True)
+class TextureCues:
+    sharpness: float
+    moire_score: float
+    brightness: float
+
+
+def texture_cues(aligned: np.ndarray) -> TextureCues:
+    """Blur, moiré and exposure of an aligned 112×112 face crop (evidence for the reply)."""
+    grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
+    size = grey.shape[0]
+    y, x = np.ogrid[:size, :size]
+    radius = np.hypot(y - size / 2, x - size / 2)
+    band = spectrum[(radius > size / 6) & (radius < size / 2)]  # above the face's own structure
+    return TextureCues(
+        sharpness=float(cv2.Laplacian(grey, cv2.CV_32F).var()),
+        moire_score=float(band.max() / max(float(np.median(band)), 1e-6)),
+        brightness=float(grey.mean()),
+    )
+
+
 def inspect(image: np.ndarray, detector: FaceDetector, min_face_size: float) -> Inspection:
     faces = detector.detect(image, min_face_size=min_face_size)
     if not faces:

@@ -112,8 +112,9 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
 
     async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
         samples = sorted(request.samples, key=lambda s: s.index)
-        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
-        meshes: list[FaceMesh | None] = [FaceAnalysis.from_bytes(a).mesh if a else None for a in analyses]
+        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
+        analyses = [FaceAnalysis.from_bytes(b) if b else None for b in blobs]
+        meshes: list[FaceMesh | None] = [a.mesh if a else None for a in analyses]
         missing = [i for i, a in enumerate(analyses) if a is None]
         if missing:  # samples that were not inspected at upload (e.g. POST /livedetection)
             blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, samples[i].key) for i in missing))
@@ -145,6 +146,12 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 for p in decision.pairs
             ],
         )
+        for sample, analysis in zip(samples, analyses, strict=True):
+            if analysis is not None:
+                cues = inspection.texture_cues(analysis.aligned)
+                reply.samples.append(liveness_pb2.SampleEvidence(
+                    index=sample.index, sharpness=cues.sharpness, moire_score=cues.moire_score,
+                    brightness=cues.brightness))
         if decision.error_code:
             reply.errors.append(_error(decision.error_code, decision.message))
         return reply

@@ -1,0 +1,68 @@
+"""The services' gRPC APIs, as internal callers use them directly (no gateway)."""
+
+from __future__ import annotations
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from bws.storage import ObjectStore
+from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
+from tests import facegen
+
+pytestmark = pytest.mark.e2e
+
+
+def stored_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[str],
+                   stub: liveness_pb2_grpc.LivenessServiceStub) -> list[common_pb2.SampleRef]:
+    token_id = "grpc-" + np.random.default_rng().bytes(6).hex()
+    refs = []
+    for index, (frame, tag) in enumerate(zip(frames, tags, strict=True)):
+        key = store.put_sample(token_id, index, tag, cv2.imencode(".png", frame)[1].tobytes(), "image/png")
+        ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
+        assert stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref), timeout=30).accepted
+        refs.append(ref)
+    return refs
+
+
+def test_check_liveness_returns_its_evidence(stack, store: ObjectStore) -> None:
+    photo = facegen.source_photo("grace_hopper")
+    frames = facegen.live_sequence(photo, ["up", "left"], rng=np.random.default_rng(5))
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as channel:
+        stub = liveness_pb2_grpc.LivenessServiceStub(channel)
+        refs = stored_samples(store, frames, ["any", "up", "left"], stub)
+        reply = stub.CheckLiveness(liveness_pb2.CheckLivenessRequest(
+            samples=refs, challenge_directions=["up", "left"]), timeout=30)
+    assert reply.live and reply.challenge_met and reply.usable_samples == 3
+    assert [p.expected_direction for p in reply.pairs] == ["up", "left"]
+    assert all(p.direction_followed and p.planarity_residual > 0 for p in reply.pairs)
+    assert reply.pairs[0].pitch_delta > 5 and reply.pairs[1].yaw_delta > 5
+    assert len(reply.samples) == 3 and all(s.sharpness > 0 for s in reply.samples)
+
+
+def test_enrollment_service_verify_and_search_with_top_k(stack, store: ObjectStore) -> None:
+    photo = facegen.source_photo("astronaut")
+    frames = facegen.live_sequence(photo, ["left"], rng=np.random.default_rng(6))
+    partition = int(np.random.default_rng().integers(10**6, 10**7))
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as liveness_channel, \
+            grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
+        refs = stored_samples(store, frames, ["any", "left"], liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        for number in (1, 2, 3):
+            enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/{number}",
+                                                                samples=refs), timeout=30)
+            assert enrolled.performed_action == enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED
+        verified = stub.Verify(enrollment_pb2.VerifyRequest(class_id=f"bws/{partition}/1", samples=refs[:1]),
+                               timeout=30)
+        assert verified.verified and verified.score >= verified.threshold
+        found = stub.Search(enrollment_pb2.SearchRequest(storage="bws", partition=partition, samples=refs[:1],
+                                                         top_k=2), timeout=30)
+        assert len(found.matches) == 2 and found.searched_templates == 3
+        assert found.matches[0].score >= found.matches[1].score
+        status = stub.GetTemplateStatus(enrollment_pb2.GetTemplateStatusRequest(class_id=f"bws/{partition}/1"),
+                                        timeout=30).template_status
+        assert status.available and status.enrolled_images == 2 and status.encoder_name.startswith("sface")
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Verify(enrollment_pb2.VerifyRequest(class_id="not a class", samples=refs), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
