@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 import pytest
 
 from bws.images import to_data_url
-
 from tests.support import images
 from tests.support.client import BwsClient
 
