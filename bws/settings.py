@@ -169,6 +169,8 @@ class GatewaySettings:
     grpc_timeout_seconds: float = 30.0  # BWS_GRPC_TIMEOUT_SECONDS: deadline of each gRPC call
     max_upload_bytes: int = 8 * 1024 * 1024  # BWS_MAX_UPLOAD_BYTES: larger bodies get 413
     max_samples_per_token: int = 32  # BWS_MAX_SAMPLES_PER_TOKEN
+    max_concurrent_calls: int = 4  # BWS_MAX_CONCURRENT_CALLS: biometric calls in flight; more: refused at once
+    max_concurrent_uploads: int = 8  # BWS_MAX_CONCURRENT_UPLOADS: uploads in flight; more: 503 at once
     cors_origins: tuple[str, ...] = ("*",)  # BWS_CORS_ORIGINS: comma list, "*" = any origin
 
     @classmethod
@@ -191,6 +193,8 @@ class GatewaySettings:
             grpc_timeout_seconds=_float(env, "BWS_GRPC_TIMEOUT_SECONDS", 30.0),
             max_upload_bytes=_int(env, "BWS_MAX_UPLOAD_BYTES", 8 * 1024 * 1024, low=1024),
             max_samples_per_token=_int(env, "BWS_MAX_SAMPLES_PER_TOKEN", 32, low=2),
+            max_concurrent_calls=_int(env, "BWS_MAX_CONCURRENT_CALLS", 4, low=1),
+            max_concurrent_uploads=_int(env, "BWS_MAX_CONCURRENT_UPLOADS", 8, low=1),
             cors_origins=tuple(
                 o.strip() for o in _get(env, "BWS_CORS_ORIGINS", "*").split(",") if o.strip()
             ),

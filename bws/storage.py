@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -101,6 +102,7 @@ class ObjectStore:
             retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
             maxsize=32,
         )
+        self._parallel = ThreadPoolExecutor(8, thread_name_prefix="store")
         self.client = Minio(
             settings.endpoint,
             access_key=settings.access_key,
@@ -220,15 +222,17 @@ class ObjectStore:
 
     def claim_samples(self, token_id: str) -> list[StoredSample]:
         """Claim every sample of the token that no other call has claimed yet, atomically."""
-        claimed = []
-        for sample in self.samples(token_id):
-            marker = f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"
+
+        def claim(sample: StoredSample) -> bool:
             try:
-                self.put_conditional(marker, b"")
+                self.put_conditional(f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}", b"")
             except PreconditionFailed:
-                continue
-            claimed.append(sample)
-        return claimed
+                return False
+            return True
+
+        samples = self.samples(token_id)
+        won = list(self._parallel.map(claim, samples))  # one round trip's latency, not one per sample
+        return [sample for sample, ok in zip(samples, won, strict=True) if ok]
 
     def release_samples(self, token_id: str, samples: Iterable[StoredSample]) -> None:
         """Delete claimed samples and their claim markers: a sample serves one call only."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -23,12 +23,36 @@ from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
 Reply = TypeVar("Reply")
 
 
+class Admission:
+    """A limit on requests in flight. Past it a request is refused at once, not queued: a
+    queue would only make every caller wait longer for a server that cannot keep up."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 @dataclass
 class Backends:
     settings: GatewaySettings
     store: ObjectStore
     liveness_channel: grpc.aio.Channel
     enroll_channel: grpc.aio.Channel
+    calls: Admission = field(init=False)
+    uploads: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calls = Admission(self.settings.max_concurrent_calls)
+        self.uploads = Admission(self.settings.max_concurrent_uploads)
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:

@@ -3,6 +3,8 @@
 They share one flow (``run``), so every call behaves the same way:
 
 1. verify the token (401) and that its task allows this call (403);
+   with ``BWS_MAX_CONCURRENT_CALLS`` calls already in flight, answer ``ExecutionOfJobTimedOut``
+   at once (the samples are dropped, the try is kept);
 2. claim the samples uploaded with the token, atomically (400 when there are none);
 3. count one try, atomically, also across gateway replicas (403 when used up);
 4. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
@@ -16,6 +18,7 @@ the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is gi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from bws.metrics import GATEWAY_REFUSED
 from bws.storage import StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
@@ -67,7 +71,26 @@ async def run(request: web.Request, *, kind: int, action: str, root: str, perfor
     live = kind == tokens.TASK_LIVENESS_ONLY or claims.requires_liveness or bool(
         flag(request, "livedetection", False))
     backends = request.app[BACKENDS]
+    if not backends.calls.try_enter():
+        return await refuse_busy(request, backends, claims, action, root)
+    try:
+        return await _run_admitted(request, backends, claims, live, action, root, perform)
+    finally:
+        backends.calls.leave()
 
+
+async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.Token, action: str,
+                      root: str) -> web.Response:
+    """Too many calls in flight: answer at once, drop the samples, keep the try."""
+    GATEWAY_REFUSED.labels(action).inc()
+    samples = await backends.storage(backends.store.claim_samples, claims.token_id)
+    await backends.storage(backends.store.release_samples, claims.token_id, samples)
+    log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
+    return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
+
+
+async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
+                        root: str, perform: Perform) -> web.Response:
     samples = await backends.storage(backends.store.claim_samples, claims.token_id)
     if not samples:
         raise ApiError(400, "No samples have been uploaded with this token.")
@@ -87,18 +110,27 @@ async def run(request: web.Request, *, kind: int, action: str, root: str, perfor
             # The server refused the work: the try is given back, the client may try again.
             await backends.storage(backends.store.return_try, claims.token_id, try_number)
             result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
-    finally:
-        try:
-            await backends.storage(backends.store.release_samples, claims.token_id, samples)
-        except Exception:
-            log.exception("could not delete claimed samples; the expiry rule will remove them")
+    except BaseException:
+        await _release(backends, claims, samples)
+        raise
     log.info("%s %s: %s", action, claims.bcid or "-", result)
     record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
+    await asyncio.gather(_release(backends, claims, samples), _record(backends, claims, record, action))
+    return replies.result(request, root, result)
+
+
+async def _release(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> None:
+    try:
+        await backends.storage(backends.store.release_samples, claims.token_id, samples)
+    except Exception:
+        log.exception("could not delete claimed samples; the expiry rule will remove them")
+
+
+async def _record(backends: Backends, claims: tokens.Token, record: Result, action: str) -> None:
     try:
         await backends.storage(backends.store.put_result, claims.token_id, record)
     except Exception:
         log.warning("could not record the result of the %s", action)
-    return replies.result(request, root, result)
 
 
 # -- the calls' own work ----------------------------------------------------------------

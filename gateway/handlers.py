@@ -14,11 +14,12 @@ import grpc
 from aiohttp import web
 
 from bws import __version__, images
+from bws.metrics import GATEWAY_REFUSED
 from bws.storage import SAMPLE_TAGS, analysis_key
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
-from gateway.backends import BACKENDS, SETTINGS
+from gateway.backends import BACKENDS, SETTINGS, Backends
 from gateway.biometric import Outcome, check_liveness
 from gateway.errors import OVERLOAD, ApiError
 
@@ -72,6 +73,16 @@ async def upload(request: web.Request) -> web.Response:
     """``POST /extension/upload?tag=&index=&trait=``: inspect a sample and keep it for the token."""
     claims = bearer_token(request)
     backends = request.app[BACKENDS]
+    if not backends.uploads.try_enter():
+        GATEWAY_REFUSED.labels("upload").inc()
+        raise ApiError(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
+    try:
+        return await _upload(request, backends, claims)
+    finally:
+        backends.uploads.leave()
+
+
+async def _upload(request: web.Request, backends: Backends, claims: tokens.Token) -> web.Response:
     tag = request.query.get("tag", "any").lower() or "any"
     if tag not in SAMPLE_TAGS:
         raise ApiError(400, "The parameter tag must be any, up, down, left or right.")

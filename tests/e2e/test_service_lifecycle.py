@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import cv2
 import grpc
-import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -1,0 +1,64 @@
+"""Overload: calls beyond the gateway's limit are refused at once, losing nothing.
+
+Runs its own stack with room for one biometric call at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import cv2
+import pytest
+
+from bws.devrun import Stack
+from bws.settings import StorageSettings
+from bws.storage import ObjectStore
+from tests import facegen
+from tests.e2e.conftest import dump_logs, start_stack
+from tests.e2e.test_service_lifecycle import wait_until_busy
+from tests.support import images
+from tests.support.client import BwsClient, Reply, claims_of
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    running = start_stack("overload", BWS_MAX_CONCURRENT_CALLS="1")
+    yield running
+    running.stop()
+    if request.session.testsfailed:
+        dump_logs(running)
+
+
+def test_a_call_beyond_capacity_is_refused_at_once_and_keeps_its_try(own_stack: Stack) -> None:
+    client = BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
+    store = ObjectStore(StorageSettings(endpoint=own_stack.s3_endpoint, access_key=own_stack.secrets.s3_access_key,
+                                        secret_key=own_stack.secrets.s3_secret_key, bucket="bws-data"))
+    # A slow call holds the only slot: 24 samples that skipped the upload inspection, so the
+    # enrollment service decodes and detects each of them.
+    slow_token = client.token(bcid="bws.1.500", task="enroll", livedetection=False)
+    frame = cv2.imencode(".png", facegen.source_photo("astronaut"))[1].tobytes()
+    for index in range(24):
+        store.put_sample(claims_of(slow_token)["jti"], index, "any", frame, "image/png")
+    slow: dict[str, Reply] = {}
+    holder = threading.Thread(target=lambda: slow.update(reply=client.enroll(slow_token)))
+    holder.start()
+    wait_until_busy(own_stack.enroll_metrics_port)
+
+    token = client.token(bcid="bws.1.501", task="enroll", livedetection=False, maxtries=1)
+    assert client.upload(token, images.encode(images.astronaut())).json["Accepted"]
+    began = time.perf_counter()
+    refused = client.enroll(token)
+    elapsed = time.perf_counter() - began
+    holder.join(60)
+
+    assert refused.status == 200 and refused.json == {"Success": False, "Error": "ExecutionOfJobTimedOut"}
+    assert elapsed < 0.5  # at once (the benchmark measures it: well under 100 ms)
+    assert store.samples(claims_of(token)["jti"]) == []  # nothing left behind
+    assert slow["reply"].json == {"Success": True}
+    # The refused call did not burn the token's only try.
+    assert client.upload(token, images.encode(images.astronaut())).json["Accepted"]
+    assert client.enroll(token).json == {"Success": True}
