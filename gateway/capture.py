@@ -121,8 +121,9 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     """Headers of every response under /uui (the pages, their assets, their error replies)."""
     if request.path == "/uui" or request.path.startswith("/uui/"):
         response.headers.update(HEADERS)
-        if not request.path.startswith("/uui/static/"):
-            response.headers["Cache-Control"] = "no-store"  # the URL holds a token
+        static = request.path.startswith("/uui/static/")
+        # Pages: their URL holds a token. Assets: revalidated (ETag), so an upgrade is seen at once.
+        response.headers["Cache-Control"] = "no-cache" if static else "no-store"
 
 
 def setup(app: web.Application, cors: aiohttp_cors.CorsConfig) -> None:
