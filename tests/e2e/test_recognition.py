@@ -6,11 +6,13 @@ import json
 import secrets
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
 
 from bws.images import to_data_url
+from tests import facegen
 from tests.support import images
-from tests.support.client import BwsClient
+from tests.support.client import BwsClient, claims_of
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +177,47 @@ def test_livedetection_with_state_returns_a_result_object(client: BwsClient) -> 
 def test_livedetection_with_missing_or_bad_images_is_400(client: BwsClient, body: bytes) -> None:
     reply = client.basic_call("POST", "/extension/livedetection", body)
     assert reply.status == 400 and reply.json["Message"]
+
+
+# -- liveness on the other calls --------------------------------------------------------
+
+
+def live_pngs(directions: list[str], seed: int) -> list[bytes]:
+    frames = facegen.live_sequence(facegen.source_photo("astronaut"), directions, rng=np.random.default_rng(seed))
+    return [images.encode(f) for f in frames]
+
+
+def test_livenessdetection_passes_a_turning_head_and_fails_a_still_photo(client: BwsClient) -> None:
+    token = client.token(task="livenessdetection", challenge=True)
+    directions = json.loads(claims_of(token)["challenge"])[0]
+    client.upload_all(token, live_pngs(directions, 21), ["any", *directions])
+    assert client.call("livenessdetection", token).json == {"Success": True}
+
+    token = client.token(task="livenessdetection")
+    still = images.encode(facegen.source_photo("astronaut"))
+    client.upload_all(token, [still, still], ["any", "any"])
+    assert client.call("livenessdetection", token).json == {"Success": False, "Error": "LiveDetectionFailed"}
+
+
+def test_livenessdetection_with_a_verify_token_is_403(client: BwsClient, bcid: str) -> None:
+    token = client.token(bcid=bcid, task="verify")
+    client.upload(token, ASTRONAUT)
+    assert client.call("livenessdetection", token).status == 403
+
+
+def test_verify_with_a_challenge_checks_liveness_first(client: BwsClient, bcid: str) -> None:
+    enroll(client, bcid, images.encode(facegen.source_photo("astronaut")))
+    token = client.token(bcid=bcid, task="verify", challenge=True, maxtries=2)
+    directions = json.loads(claims_of(token)["challenge"])
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    client.upload_all(token, live_pngs([opposite[d] for d in directions[0]], 22), ["any", *directions[0]])
+    assert client.call("verify", token).json == {"Success": False, "Error": "ChallengeResponseFailed"}
+    client.upload_all(token, live_pngs(directions[1], 23), ["any", *directions[1]])  # try 2, its own challenge
+    assert client.call("verify", token).json == {"Success": True}
+
+
+def test_livedetection_of_a_turning_head_is_true(client: BwsClient) -> None:
+    first, second = live_pngs(["left"], 24)
+    body = json.dumps({"liveimage1": to_data_url(first), "liveimage2": to_data_url(second)}).encode()
+    reply = client.basic_call("POST", "/extension/livedetection", body)
+    assert reply.status == 200 and reply.json is True
