@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,28 @@ def dump_logs(stack: Stack, lines: int = 40) -> None:
         print(f"\n==== {log} (last {len(tail)} lines)\n" + "\n".join(tail))
 
 
+@contextmanager
+def running_stack(name: str, request: pytest.FixtureRequest, **extra_env: str) -> Iterator[Stack]:
+    """A stack for a fixture: stopped at the end, its logs printed when a test failed."""
+    running = start_stack(name, **extra_env)
+    try:
+        yield running
+    finally:
+        running.stop()
+        if request.session.testsfailed:
+            dump_logs(running)
+
+
+def store_of(stack: Stack) -> ObjectStore:
+    """Direct access to a stack's bucket, to check what the service left in it."""
+    return ObjectStore(StorageSettings(endpoint=stack.s3_endpoint, access_key=stack.secrets.s3_access_key,
+                                       secret_key=stack.secrets.s3_secret_key, bucket="bws-data"))
+
+
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    running = start_stack("e2e")
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running)
+    with running_stack("e2e", request) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +64,7 @@ def client(stack: Stack) -> BwsClient:
 
 @pytest.fixture(scope="session")
 def store(stack: Stack) -> ObjectStore:
-    """Direct access to the bucket, to check what the service left in it."""
-    return ObjectStore(StorageSettings(endpoint=stack.s3_endpoint, access_key=stack.secrets.s3_access_key,
-                                       secret_key=stack.secrets.s3_secret_key, bucket="bws-data"))
+    return store_of(stack)
 
 
 @pytest.fixture(scope="session")

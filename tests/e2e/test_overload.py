@@ -13,10 +13,8 @@ import cv2
 import pytest
 
 from bws.devrun import Stack
-from bws.settings import StorageSettings
-from bws.storage import ObjectStore
 from tests import facegen
-from tests.e2e.conftest import dump_logs, start_stack
+from tests.e2e.conftest import running_stack, store_of
 from tests.e2e.test_service_lifecycle import wait_until_busy
 from tests.support import images
 from tests.support.client import BwsClient, Reply, claims_of
@@ -26,17 +24,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    running = start_stack("overload", BWS_MAX_CONCURRENT_CALLS="1")
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running)
+    with running_stack("overload", request, BWS_MAX_CONCURRENT_CALLS="1") as running:
+        yield running
 
 
 def test_a_call_beyond_capacity_is_refused_at_once_and_keeps_its_try(own_stack: Stack) -> None:
     client = BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
-    store = ObjectStore(StorageSettings(endpoint=own_stack.s3_endpoint, access_key=own_stack.secrets.s3_access_key,
-                                        secret_key=own_stack.secrets.s3_secret_key, bucket="bws-data"))
+    store = store_of(own_stack)
     # A slow call holds the only slot: 24 samples that skipped the upload inspection, so the
     # enrollment service decodes and detects each of them.
     slow_token = client.token(bcid="bws.1.500", task="enroll", livedetection=False)

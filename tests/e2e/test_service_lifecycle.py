@@ -17,22 +17,17 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bws.devrun import Stack
-from bws.settings import StorageSettings
-from bws.storage import ObjectStore
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from tests import facegen
-from tests.e2e.conftest import dump_logs, start_stack
+from tests.e2e.conftest import running_stack, store_of
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    running = start_stack("lifecycle")
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running)
+    with running_stack("lifecycle", request) as running:
+        yield running
 
 
 def test_services_offer_reflection(own_stack: Stack) -> None:
@@ -59,8 +54,7 @@ def wait_until_busy(metrics_port: int, timeout: float = 30.0) -> None:
 
 
 def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(own_stack: Stack) -> None:
-    store = ObjectStore(StorageSettings(endpoint=own_stack.s3_endpoint, access_key=own_stack.secrets.s3_access_key,
-                                        secret_key=own_stack.secrets.s3_secret_key, bucket="bws-data"))
+    store = store_of(own_stack)
     frame = cv2.imencode(".png", facegen.source_photo("astronaut"))[1].tobytes()
     # Samples without an upload inspection: the service decodes and detects each, a long call.
     refs = [common_pb2.SampleRef(key=store.put_sample("lifecycle", i, "any", frame, "image/png"), tag="any", index=i)

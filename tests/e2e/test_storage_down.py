@@ -11,9 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from bws.devrun import Stack
-from bws.settings import StorageSettings
-from bws.storage import ObjectStore
-from tests.e2e.conftest import dump_logs, start_stack
+from tests.e2e.conftest import running_stack, store_of
 from tests.support import images
 from tests.support.client import BwsClient, claims_of
 
@@ -22,17 +20,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    running = start_stack("storage-down")
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running)
+    with running_stack("storage-down", request) as running:
+        yield running
 
 
 def test_storage_down_gives_clear_errors_and_loses_nothing(own_stack: Stack) -> None:
     client = BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
-    store = ObjectStore(StorageSettings(endpoint=own_stack.s3_endpoint, access_key=own_stack.secrets.s3_access_key,
-                                        secret_key=own_stack.secrets.s3_secret_key, bucket="bws-data"))
+    store = store_of(own_stack)
     token = client.token(bcid="bws.1.99", task="enroll", livedetection=False)
     face = images.encode(images.astronaut())
     assert client.upload(token, face, index=0).json["Accepted"]
