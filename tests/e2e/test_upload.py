@@ -81,3 +81,14 @@ def test_upload_without_a_valid_token_is_401(client: BwsClient, header: str | No
     headers = {"Content-Type": "text/plain"} | ({"Authorization": header} if header else {})
     reply = client.request("POST", "/extension/upload", body=b"data:image/png;base64,AAAA", headers=headers)
     assert reply.status == 401 and reply.json["Message"]
+
+
+def test_upload_beyond_the_samples_a_token_may_hold_is_400(client: BwsClient, store: ObjectStore,
+                                                           token: str) -> None:
+    face = images.encode(images.grace_hopper(), ".jpg")
+    jti = claims_of(token)["jti"]
+    for index in range(32):  # BWS_MAX_SAMPLES_PER_TOKEN
+        store.put_sample(jti, index, "any", face, "image/jpeg")
+    reply = client.upload(token, face, index=32)
+    assert reply.status == 400 and "Too many samples" in reply.json["Message"]
+    assert len(store.samples(jti)) == 32
