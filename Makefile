@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install protos run test bench bench-identify bench-load bench-match lint clean
+.PHONY: install protos run test bench bench-identify bench-liveness bench-load bench-match lint clean
 
 install: $(STAMP)
 
@@ -29,7 +29,10 @@ run: install protos
 test: install protos
 	$(BIN)/python -m pytest
 
-bench: bench-identify bench-match bench-load
+bench: bench-identify bench-match bench-liveness bench-load
+
+bench-liveness: install protos
+	$(BIN)/python -m tests.bench.liveness
 
 bench-match: install protos
 	$(BIN)/python -m tests.bench.calibrate_match

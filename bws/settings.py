@@ -202,6 +202,45 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class LivenessThresholds:
+    """The liveness decision's thresholds (liveness_service/liveness.py); the defaults are the
+    shipped values. Each can be set as ``BWS_LIVENESS_<NAME>`` (e.g. BWS_LIVENESS_MIN_TURN_DEGREES).
+
+    Calibrated on tests/facegen (268 live sequences of 8–20° steps, 804 pairs; 979 attack
+    sequences, 2,930 pairs): live pairs have planarity ≥ 0.018 and turn ≥ 6.2°, and 99 % of
+    them (all but some 8° steps) a rigid ratio ≤ 0.70; attack pairs with planarity ≥ 0.015
+    and turn ≥ 5° have a rigid ratio ≥ 0.716. So a live try of 8° steps fails now and then
+    (1 of 268), and no attack passed.
+    """
+
+    # RMS homography residual / interocular distance: live pairs are above.
+    min_planarity_residual: float = 0.015
+    # 1 − rigid_ratio (the share of the homography residual a rigid 3D rotation explains):
+    # live pairs are above.
+    min_rigid_ratio_score: float = 0.30
+    # Measured head turn (yaw or pitch, corrected for MediaPipe's under-reading), degrees;
+    # also the least turn that counts as following a challenge direction.
+    min_turn_degrees: float = 5.0
+    # Samples whose iris centres are closer than this (px) are too small to measure.
+    min_interocular_px: float = 40.0
+    # A jump between two samples larger than this (landmark centroid shift / interocular
+    # distance) is not one face moving.
+    max_face_shift: float = 1.5
+    # A size change larger than this (|ln| of the interocular-distance ratio) is not one face.
+    max_scale_change: float = 0.4
+    # A rigid-3D residual / interocular distance above this: no rigid motion of the first face
+    # explains the second one; a different face.
+    max_rigid_residual: float = 0.045
+
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LivenessThresholds:
+        defaults = cls()
+        return cls(**{f.name: _float(env, f"BWS_LIVENESS_{f.name.upper()}", getattr(defaults, f.name))
+                      for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class LivenessSettings:
     """The liveness service (process `liveness_service`)."""
 
@@ -210,6 +249,7 @@ class LivenessSettings:
     metrics_listen: str = "127.0.0.1:9101"  # BWS_LIVENESS_METRICS_LISTEN: Prometheus /metrics ("off" = none)
     mirrored_frames: bool = True  # BWS_MIRRORED_FRAMES: uploads are mirror images (BWS web clients)
     min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX: smaller faces are ignored (background)
+    thresholds: LivenessThresholds = field(default_factory=LivenessThresholds)  # BWS_LIVENESS_<THRESHOLD>
     workers: int = 2  # BWS_LIVENESS_WORKERS: threads running the models, each with its own models
     max_queue: int = 16  # BWS_LIVENESS_MAX_QUEUE: calls waiting beyond that get RESOURCE_EXHAUSTED
 
@@ -221,6 +261,7 @@ class LivenessSettings:
             metrics_listen=_get(env, "BWS_LIVENESS_METRICS_LISTEN", "127.0.0.1:9101"),
             mirrored_frames=_bool(env, "BWS_MIRRORED_FRAMES", True),
             min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
+            thresholds=LivenessThresholds.from_env(env),
             workers=_int(env, "BWS_LIVENESS_WORKERS", 2, low=1),
             max_queue=_int(env, "BWS_LIVENESS_MAX_QUEUE", 16),
         )

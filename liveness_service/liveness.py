@@ -40,8 +40,10 @@ import cv2
 import numpy as np
 
 from bws.faces import FaceMesh
+from bws.settings import LivenessThresholds
 
 DIRECTIONS = ("left", "right", "up", "down")
+SHIPPED_THRESHOLDS = LivenessThresholds()
 
 # MediaPipe's outline points; the geometry uses the other 432 of the 468 surface landmarks
 # (468..477 are the irises, which move with the gaze, not the head).
@@ -54,37 +56,6 @@ GEOMETRY_LANDMARKS = np.setdiff1d(np.arange(468), FACE_OVAL)
 # gains so that they, ``min_turn_degrees`` and the dominant-axis test are in head degrees.
 YAW_READ_GAIN = 0.67
 PITCH_READ_GAIN = 0.82
-
-
-@dataclass(frozen=True)
-class LivenessThresholds:
-    """Decision thresholds; the defaults are the shipped values.
-
-    Calibrated on tests/facegen (268 live sequences of 8–20° steps, 804 pairs; 979 attack
-    sequences, 2,930 pairs): live pairs have planarity ≥ 0.018 and turn ≥ 6.2°, and 99 % of
-    them (all but some 8° steps) a rigid ratio ≤ 0.70; attack pairs with planarity ≥ 0.015
-    and turn ≥ 5° have a rigid ratio ≥ 0.716. So a live try of 8° steps fails now and then
-    (1 of 268), and no attack passed.
-    """
-
-    # RMS homography residual / interocular distance: live pairs are above.
-    min_planarity_residual: float = 0.015
-    # 1 − rigid_ratio (the share of the homography residual a rigid 3D rotation explains):
-    # live pairs are above.
-    min_rigid_ratio_score: float = 0.30
-    # Measured head turn (yaw or pitch, corrected for MediaPipe's under-reading), degrees;
-    # also the least turn that counts as following a challenge direction.
-    min_turn_degrees: float = 5.0
-    # Samples whose iris centres are closer than this (px) are too small to measure.
-    min_interocular_px: float = 40.0
-    # A jump between two samples larger than this (landmark centroid shift / interocular
-    # distance) is not one face moving.
-    max_face_shift: float = 1.5
-    # A size change larger than this (|ln| of the interocular-distance ratio) is not one face.
-    max_scale_change: float = 0.4
-    # A rigid-3D residual / interocular distance above this: no rigid motion of the first face
-    # explains the second one; a different face.
-    max_rigid_residual: float = 0.045
 
 
 @dataclass(frozen=True)
@@ -233,7 +204,7 @@ def measure_pair(index: int, first: FaceMesh, second: FaceMesh, expected_directi
 
 
 def decide(meshes: Sequence[FaceMesh | None], tags: Sequence[str], *, expected_directions: Sequence[str] | None,
-           mirrored: bool = True, thresholds: LivenessThresholds = LivenessThresholds()) -> LivenessDecision:
+           mirrored: bool = True, thresholds: LivenessThresholds = SHIPPED_THRESHOLDS) -> LivenessDecision:
     """Whether the samples of one try show a live face, and follow the challenge if one was asked.
 
     ``meshes[i]`` and ``tags[i]`` belong to sample i (in upload order); a sample without a mesh

@@ -56,3 +56,13 @@ def test_redacted_settings_hide_every_secret() -> None:
                                        ("maybe", None), ("", None)])
 def test_parse_bool_never_reads_false_as_true(raw: str, value: bool | None) -> None:
     assert parse_bool(raw) is value
+
+
+def test_liveness_thresholds_come_from_settings_with_calibrated_defaults() -> None:
+    from bws.settings import LivenessSettings, LivenessThresholds
+
+    settings = LivenessSettings.from_env({**STORAGE, "BWS_LIVENESS_MIN_TURN_DEGREES": "7.5"})
+    assert settings.thresholds.min_turn_degrees == 7.5
+    assert settings.thresholds.min_planarity_residual == LivenessThresholds().min_planarity_residual
+    with pytest.raises(SettingsError, match="BWS_LIVENESS_MIN_RIGID_RATIO_SCORE"):
+        LivenessSettings.from_env({**STORAGE, "BWS_LIVENESS_MIN_RIGID_RATIO_SCORE": "high"})
