@@ -7,7 +7,10 @@ synchronous, so store calls run in threads (``Backends.storage``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -49,10 +52,12 @@ class Backends:
     enroll_channel: grpc.aio.Channel
     calls: Admission = field(init=False)
     uploads: Admission = field(init=False)
+    io: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.calls = Admission(self.settings.max_concurrent_calls)
         self.uploads = Admission(self.settings.max_concurrent_uploads)
+        self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:
@@ -71,8 +76,13 @@ class Backends:
         )
 
     async def storage(self, function: Callable[..., Reply], *args: Any) -> Reply:
-        """Run a (blocking) ObjectStore method in a thread."""
-        return await asyncio.to_thread(function, *args)
+        """Run a (blocking) ObjectStore method in a thread of the gateway's own I/O pool.
+
+        The pool is larger than asyncio's default (cores + 4), which under load would queue
+        quick store calls behind each other.
+        """
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.io, call)
 
     async def not_ready(self) -> list[str]:
         """What is not ready: each service's readiness and the object store ([] = all ready)."""
@@ -110,3 +120,4 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await liveness.close()
     await enroll.close()
+    app[BACKENDS].io.shutdown(wait=True)

@@ -81,12 +81,21 @@ async def run(request: web.Request, *, kind: int, action: str, root: str, perfor
 
 async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.Token, action: str,
                       root: str) -> web.Response:
-    """Too many calls in flight: answer at once, drop the samples, keep the try."""
+    """Too many calls in flight: answer at once, drop the samples, keep the try.
+
+    The samples are listed now and deleted after the reply (by key, so that samples the
+    client uploads for its next attempt are not touched): the reply does not wait for it.
+    """
     GATEWAY_REFUSED.labels(action).inc()
-    samples = await backends.storage(backends.store.claim_samples, claims.token_id)
-    await backends.storage(backends.store.release_samples, claims.token_id, samples)
+    samples = await backends.storage(backends.store.samples, claims.token_id)
+    task = asyncio.create_task(_release(backends, claims, samples))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
     log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
+
+
+_background: set[asyncio.Task[None]] = set()  # strong references until the tasks are done
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,

@@ -140,7 +140,9 @@ def main() -> None:
             assert reply == {"Success": True}, reply
             full.append(elapsed)
         bare_ms, full_ms = statistics.median(bare), statistics.median(full)
-        report(f"# Load benchmark ({os.cpu_count()} cores, {len(frames)} images per enrollment, liveness on)")
+        limit = os.environ.get("BWS_MAX_CONCURRENT_CALLS", "the default")
+        report(f"# Load benchmark ({os.cpu_count()} cores, {len(frames)} images per enrollment, liveness on, "
+               f"BWS_MAX_CONCURRENT_CALLS {limit})")
         report()
         report(f"bare engine per enrollment (decode+detect+landmarks+align+embed, in-process): {bare_ms:.1f} ms")
         report(f"full path per enrollment (token+uploads+enroll over HTTP, concurrency 1): {full_ms:.1f} ms")
@@ -199,6 +201,7 @@ def main() -> None:
         refused = [(ms, token) for ms, reply, token in outcomes if reply.get("Error") == "ExecutionOfJobTimedOut"]
         other = [reply for _, reply, _ in outcomes if reply != {"Success": True}
                  and reply.get("Error") != "ExecutionOfJobTimedOut"]
+        time.sleep(2)  # refused calls' samples are deleted just after their reply
         left_behind = sum(len(store.samples(claims_of(t)["jti"])) for t in tokens)
         # A refused call must not burn the try: with maxtries=1 the token can be used again.
         retry_ok = 0
