@@ -125,6 +125,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             [s.tag for s in samples],
             expected_directions=list(request.challenge_directions) or None,
             mirrored=self.settings.mirrored_frames,
+            thresholds=self.settings.thresholds,
         )
         LIVENESS_DECISIONS.labels(decision.error_code or "Live").inc()
         log.info("liveness: live=%s challenge_met=%s error=%s score=%.3f usable=%d/%d",
