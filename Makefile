@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install protos run test bench bench-identify bench-liveness bench-load bench-match lint clean
+.PHONY: install protos run test bench bench-identify bench-liveness bench-load bench-match lint typecheck clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-identify: install protos
 lint: install
 	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check .
+
+typecheck: install protos
+	$(BIN)/pip install --quiet mypy
+	$(BIN)/mypy bws gateway enroll_service liveness_service
 
 clean:
 	rm -rf $(VENV) bws/v1/*_pb2.py bws/v1/*_pb2_grpc.py bws/v1/*_pb2.pyi .pytest_cache test-artifacts

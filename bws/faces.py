@@ -13,6 +13,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -258,7 +259,7 @@ class FaceAnalysis:
     mesh: FaceMesh | None
 
     def to_bytes(self) -> bytes:
-        arrays = {
+        arrays: dict[str, Any] = {
             "box": np.asarray(self.face.box, np.float64),
             "landmarks": self.face.landmarks,
             "score": np.asarray([self.face.score]),

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -81,8 +82,9 @@ def redacted(settings: object) -> dict[str, object]:
     return out
 
 
-def _secret(**kwargs: object) -> object:
-    return field(metadata={"secret": True}, **kwargs)  # type: ignore[call-overload]
+def _secret(**kwargs: Any) -> Any:
+    """A dataclass field whose value ``redacted`` hides."""
+    return field(metadata={"secret": True}, **kwargs)
 
 
 @dataclass(frozen=True)

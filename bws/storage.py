@@ -179,7 +179,7 @@ class ObjectStore:
         Raises PreconditionFailed when another writer won. The minio SDK has no parameter for
         conditional writes, so the request goes through its signed low-level call.
         """
-        headers = {"Content-Type": "application/octet-stream"}
+        headers: dict[str, str | list[str] | tuple[str]] = {"Content-Type": "application/octet-stream"}
         headers["If-Match" if if_match else "If-None-Match"] = f'"{if_match}"' if if_match else "*"
         with _unavailable_on_error("store an object"):
             try:
