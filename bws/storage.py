@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import urllib3
 from minio import Minio
@@ -240,6 +241,20 @@ class ObjectStore:
         for sample in samples:
             keys += [sample.key, analysis_key(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
         self.delete(keys)
+
+    def delete_stale(self, max_age_seconds: float) -> int:
+        """Delete samples, claims and token state older than ``max_age_seconds``; how many went.
+
+        The bucket's lifecycle rule is the backstop, at day granularity (and not every S3 server
+        applies it): this removes biometric samples as soon as no token can use them any more.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+        with _unavailable_on_error("list objects"):
+            stale = [o.object_name for prefix in (UPLOADS, CLAIMS, TOKENS)
+                     for o in self.client.list_objects(self.bucket, prefix, recursive=True)
+                     if o.object_name and o.last_modified is not None and o.last_modified < cutoff]
+        self.delete(stale)
+        return len(stale)
 
     # -- token state --------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from bws.settings import GatewaySettings
 from bws.storage import ObjectStore
 from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
 
+log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
 
 
@@ -104,6 +106,24 @@ class Backends:
         return problems
 
 
+async def sweep_stale_samples(backends: Backends) -> None:
+    """Delete samples and token state once no token can use them: twice the token lifetime.
+
+    Runs in every gateway replica (deleting is idempotent), every half token lifetime, at most
+    every minute.
+    """
+    lifetime = backends.settings.token_lifetime_seconds
+    while True:
+        await asyncio.sleep(min(60.0, lifetime / 2))
+        try:
+            removed = await backends.storage(backends.store.delete_stale, 2.0 * lifetime)
+        except Exception:
+            log.warning("could not sweep stale samples; retrying later", exc_info=True)
+            continue
+        if removed:
+            log.info("swept %d stale sample or token object(s)", removed)
+
+
 SETTINGS = web.AppKey("settings", GatewaySettings)
 BACKENDS = web.AppKey("backends", Backends)
 
@@ -117,7 +137,9 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     liveness = grpc.aio.insecure_channel(settings.liveness_address, options=options)
     enroll = grpc.aio.insecure_channel(settings.enroll_address, options=options)
     app[BACKENDS] = Backends(settings, ObjectStore(settings.storage), liveness, enroll)
+    janitor = asyncio.create_task(sweep_stale_samples(app[BACKENDS]))
     yield
+    janitor.cancel()
     await liveness.close()
     await enroll.close()
     app[BACKENDS].io.shutdown(wait=True)

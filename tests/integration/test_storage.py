@@ -66,3 +66,13 @@ def test_wrong_credentials_give_a_clear_error(s3_server: S3Server) -> None:
     wrong = S3Server(s3_server.kind, s3_server.endpoint, s3_server.access_key, "wrong-secret-key")
     with pytest.raises(StorageUnavailable, match="object store"):
         wrong.store("it-wrong").ping()
+
+
+def test_stale_samples_and_token_state_are_swept(store: ObjectStore) -> None:
+    store.put_sample("old", 0, "any", b"img", "image/png")
+    store.claim_try("old", 3)
+    store.put("templates/bws/1/1", b"template")  # templates are not transient: never swept
+    assert store.delete_stale(3600) == 0  # nothing is an hour old
+    assert store.delete_stale(0) == 2
+    assert store.samples("old") == [] and store.list_keys("tokens/") == []
+    assert store.exists("templates/bws/1/1")
