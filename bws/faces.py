@@ -81,12 +81,6 @@ class Face:
         """The face's size in pixels: the shorter side of its box."""
         return min(self.box[2], self.box[3])
 
-    def as_yunet_row(self) -> np.ndarray:
-        """The 15-value row that OpenCV's ``alignCrop`` expects."""
-        return np.concatenate(
-            [np.asarray(self.box, np.float32), self.landmarks.reshape(-1), [self.score]]
-        ).astype(np.float32)
-
 
 class FaceDetector:
     """YuNet through OpenCV's ``FaceDetectorYN``.
@@ -280,8 +274,3 @@ class FaceAnalysis:
             if "mesh_points" in arrays:
                 mesh = FaceMesh(points=arrays["mesh_points"].astype(np.float64), transform=arrays["mesh_transform"])
             return cls(face=face, aligned=arrays["aligned"], mesh=mesh)
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two embeddings (1 = same direction)."""
-    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
