@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bws import __version__, images
 from bws.metrics import GATEWAY_REFUSED
-from bws.storage import SAMPLE_TAGS, analysis_key
+from bws.storage import SAMPLE_TAGS, StoredSample, analysis_key
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
@@ -144,10 +144,11 @@ async def livedetection(request: web.Request) -> web.Response:
     samples = [_sample_of(fields.get(name), name) for name in ("liveimage1", "liveimage2")]
     backends = request.app[BACKENDS]
     job = "livedetection-" + secrets.token_hex(12)
-    stored = [await backends.storage(backends.store.put_sample, job, index, "any", s.data, s.content_type)
-              for index, s in enumerate(samples)]
+    stored = await asyncio.gather(*(
+        backends.storage(backends.store.put_sample, job, index, "any", s.data, s.content_type)
+        for index, s in enumerate(samples)))
     try:
-        found = await backends.storage(backends.store.samples, job)
+        found = [sample for sample in map(StoredSample.from_key, stored) if sample is not None]
         await check_liveness(backends, found, ())
         live, error = True, None
     except Outcome as failed:
