@@ -274,3 +274,16 @@ class FaceAnalysis:
             if "mesh_points" in arrays:
                 mesh = FaceMesh(points=arrays["mesh_points"].astype(np.float64), transform=arrays["mesh_transform"])
             return cls(face=face, aligned=arrays["aligned"], mesh=mesh)
+
+
+def embedding_to_bytes(embedding: np.ndarray) -> bytes:
+    """An embedding as stored beside a sample (``{key}.emb``), tagged with its encoder."""
+    return f"{ENCODER_NAME}/{ENCODER_VERSION}\n".encode() + np.asarray(embedding, np.float32).tobytes()
+
+
+def embedding_from_bytes(data: bytes) -> np.ndarray | None:
+    """The stored embedding; None when another encoder (or version) made it, or it is damaged."""
+    header, _, payload = data.partition(b"\n")
+    if header != f"{ENCODER_NAME}/{ENCODER_VERSION}".encode() or len(payload) != 128 * 4:
+        return None
+    return np.frombuffer(payload, np.float32).copy()

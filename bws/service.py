@@ -67,6 +67,11 @@ class EnginePool(Generic[Engine]):
         """Calls running or waiting."""
         return self._pending
 
+    @property
+    def has_idle_worker(self) -> bool:
+        """True when work submitted now would start at once, not wait in the queue."""
+        return self._pending < self._workers
+
     async def run(self, work: Callable[..., Result], *args: object) -> Result:
         """Run ``work(engine, *args)`` on a worker; Overloaded when the queue is full."""
         if self._pending >= self._limit:
@@ -135,7 +140,8 @@ async def serve(
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            # Uploads travel to the inspection with their bytes (up to BWS_MAX_UPLOAD_BYTES).
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             # Clients reconnect (and re-resolve) every minute, so that new replicas get traffic.
             ("grpc.max_connection_age_ms", 60_000),
             ("grpc.max_connection_age_grace_ms", 15_000),

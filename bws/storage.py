@@ -1,10 +1,12 @@
 """The one object-store client of the project (S3 API through the ``minio`` SDK).
 
-Layout inside the bucket (keys, not bytes, travel between processes):
+Layout inside the bucket (keys, not bytes, travel between processes; the one exception is the
+upload, whose bytes the gateway sends along to the inspection while it stores them):
 
 - ``uploads/{token_id}/{index:06d}-{nanos:x}-{random}-{tag}`` — a sample uploaded with a token,
   and beside it ``....face``: what the upload inspection found in it (face box, landmarks, mesh,
-  aligned crop), so that later steps need not decode and detect the image again.
+  aligned crop), so that later steps need not decode and detect the image again; and
+  ``....emb``: its embedding, computed ahead of the call that will use it.
 - ``claims/{token_id}/{sample name}`` — a marker written once, atomically, by the call that
   claimed the sample: no second call can use it. Samples and markers are deleted after the call.
 - ``tokens/{token_id}/try-{n}`` — try ``n`` of a token, created atomically by the call that uses it,
@@ -83,6 +85,16 @@ class StoredSample:
 def analysis_key(sample_key: str) -> str:
     """The key of the inspection result stored beside a sample."""
     return sample_key + ".face"
+
+
+def embedding_key(sample_key: str) -> str:
+    """The key of the embedding stored beside a sample (by the enrollment service)."""
+    return sample_key + ".emb"
+
+
+def sample_objects(sample_key: str) -> list[str]:
+    """A sample's key and the keys of everything stored beside it."""
+    return [sample_key, analysis_key(sample_key), embedding_key(sample_key)]
 
 
 def class_key(class_id: str) -> str:
@@ -208,11 +220,16 @@ class ObjectStore:
 
     # -- samples ------------------------------------------------------------------------
 
-    def put_sample(self, token_id: str, index: int, tag: str, data: bytes, content_type: str) -> str:
-        """Store a sample bound to a token; returns its key."""
+    @staticmethod
+    def new_sample_key(token_id: str, index: int, tag: str) -> str:
+        """A fresh key for a sample bound to a token (unique: a re-upload never overwrites)."""
         if tag not in SAMPLE_TAGS:
             raise ValueError(f"unknown tag {tag!r}")
-        key = f"{UPLOADS}{token_id}/{index:06d}-{time.time_ns():x}-{os.urandom(4).hex()}-{tag}"
+        return f"{UPLOADS}{token_id}/{index:06d}-{time.time_ns():x}-{os.urandom(4).hex()}-{tag}"
+
+    def put_sample(self, token_id: str, index: int, tag: str, data: bytes, content_type: str) -> str:
+        """Store a sample bound to a token; returns its key."""
+        key = self.new_sample_key(token_id, index, tag)
         self.put(key, data, content_type)
         return key
 
@@ -239,7 +256,7 @@ class ObjectStore:
         """Delete claimed samples and their claim markers: a sample serves one call only."""
         keys = []
         for sample in samples:
-            keys += [sample.key, analysis_key(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
+            keys += [*sample_objects(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
         self.delete(keys)
 
     def delete_stale(self, max_age_seconds: float) -> int:

@@ -1,8 +1,14 @@
 """The enrollment service's gRPC servicer: samples by key in, templates out.
 
-Enroll reads each sample from storage, finds the largest face (YuNet), embeds it (SFace) and
-adds the embeddings to the class's encrypted template. Samples without a usable face are
-skipped; none at all is the outcome NotEnoughSamples, not a gRPC error.
+Enroll embeds each sample (SFace) and adds the embeddings to the class's encrypted template.
+Samples without a usable face are skipped; none at all is the outcome NotEnoughSamples, not a
+gRPC error. Where a sample's embedding comes from, cheapest first:
+
+1. a PrepareSample for it still running in this process (awaited, not repeated);
+2. ``{key}.emb``, stored by an earlier PrepareSample (the gateway asks for one at upload, so
+   the embedding is computed while the client sends its next sample);
+3. the aligned crop the upload inspection stored beside the sample (``{key}.face``);
+4. the sample itself, decoded and detected here.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bws import images, logs
-from bws.faces import FaceAnalysis, FaceDetector, FaceEmbedder
+from bws.faces import FaceAnalysis, FaceDetector, FaceEmbedder, embedding_from_bytes, embedding_to_bytes
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
-from bws.storage import ObjectStore, analysis_key
+from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from enroll_service.matching import IndexCache, centroid, score
 from enroll_service.templates import CLASS_ID, Template, TemplateStore
@@ -69,6 +75,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.templates = TemplateStore(store, settings.template_key)
         self.indexes = IndexCache(store, self.templates)
         self.pool = pool
+        self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
         if not CLASS_ID.match(class_id):
@@ -82,17 +89,54 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             class_id = await self._class_id(request.class_id, context)
             return await guarded(context, self._enroll(class_id, list(request.samples)))
 
-    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
-        """One embedding per sample that holds a usable face.
+    async def PrepareSample(self, request: enrollment_pb2.PrepareSampleRequest,
+                            context: grpc.aio.ServicerContext) -> enrollment_pb2.PrepareSampleReply:
+        with rpc_context(context):
+            return await guarded(context, self._prepare(request.sample.key))
 
-        Uses the aligned crop the upload inspection stored beside a sample; only samples
-        without one are decoded and detected here.
-        """
-        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
-        missing = [s for s, a in zip(samples, analyses, strict=True) if a is None]
+    async def _prepare(self, key: str) -> enrollment_pb2.PrepareSampleReply:
+        if key not in self._preparing:
+            if not self.pool.has_idle_worker:  # ahead-of-time work never waits in front of calls
+                return enrollment_pb2.PrepareSampleReply(prepared=False)
+            task = asyncio.create_task(self._prepare_embedding(key))
+            self._preparing[key] = task
+            task.add_done_callback(lambda _: self._preparing.pop(key, None))
+        embedding = await asyncio.shield(self._preparing[key])
+        return enrollment_pb2.PrepareSampleReply(prepared=embedding is not None)
+
+    async def _prepare_embedding(self, key: str) -> np.ndarray | None:
+        blob = await asyncio.to_thread(self.store.get, analysis_key(key))
+        if blob is None:
+            return None
+        [embedding] = await self.pool.run(self._embed_all, [FaceAnalysis.from_bytes(blob).aligned], [])
+        await asyncio.to_thread(self.store.put, embedding_key(key), embedding_to_bytes(embedding))
+        log.info("prepared the embedding of a sample")
+        return embedding
+
+    async def _prepared(self, key: str) -> np.ndarray | None:
+        """The embedding a PrepareSample made (or is making) for the sample, if any."""
+        task = self._preparing.get(key)
+        if task is not None:
+            try:
+                return await asyncio.shield(task)
+            except Exception:  # it failed (busy, storage): the caller embeds the sample itself
+                return None
+        blob = await asyncio.to_thread(self.store.get, embedding_key(key))
+        return None if blob is None else embedding_from_bytes(blob)
+
+    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
+        """One embedding per sample that holds a usable face (see the module docstring)."""
+        prepared = await asyncio.gather(*(self._prepared(s.key) for s in samples))
+        embeddings = [e for e in prepared if e is not None]
+        unprepared = [s for s, e in zip(samples, prepared, strict=True) if e is None]
+        if not unprepared:
+            return embeddings
+        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key))
+                                          for s in unprepared))
+        missing = [s for s, a in zip(unprepared, analyses, strict=True) if a is None]
         blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in missing))
         crops = [FaceAnalysis.from_bytes(a).aligned for a in analyses if a is not None]
-        return await self.pool.run(self._embed_all, crops, blobs)
+        return embeddings + await self.pool.run(self._embed_all, crops, blobs)
 
     async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
         embeddings = await self._embeddings(samples)
@@ -157,14 +201,14 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.VerifyReply:
         threshold = self.settings.match_threshold
-        template = await asyncio.to_thread(self.templates.get, class_id)
+        template, embeddings = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
+                                                    self._embeddings(samples))
         if template is None or not template.current_encoder:
             return enrollment_pb2.VerifyReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                 errors=[common_pb2.JobError(error_code="NoTemplateAvailable",
                                             message=f"No template of the current encoder exists for {class_id}.")],
             )
-        embeddings = await self._embeddings(samples)
         if not embeddings:
             return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                                               errors=[NO_USABLE_FACE])

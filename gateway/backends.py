@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,11 +55,27 @@ class Backends:
     calls: Admission = field(init=False)
     uploads: Admission = field(init=False)
     io: ThreadPoolExecutor = field(init=False)
+    background: set[asyncio.Task[None]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.calls = Admission(self.settings.max_concurrent_calls)
         self.uploads = Admission(self.settings.max_concurrent_uploads)
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
+        self.background = set()
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work that the reply need not wait for (held here until done: asyncio keeps only
+        weak references to tasks)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def finish_background(self, timeout: float = 5.0) -> None:
+        """Let background work finish (at shutdown), cancelling what takes longer."""
+        if self.background:
+            _, late = await asyncio.wait(set(self.background), timeout=timeout)
+            for task in late:
+                task.cancel()
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:
@@ -140,6 +156,7 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     janitor = asyncio.create_task(sweep_stale_samples(app[BACKENDS]))
     yield
     janitor.cancel()
+    await app[BACKENDS].finish_background()
     await liveness.close()
     await enroll.close()
     app[BACKENDS].io.shutdown(wait=True)

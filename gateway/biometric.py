@@ -88,14 +88,9 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
     """
     GATEWAY_REFUSED.labels(action).inc()
     samples = await backends.storage(backends.store.samples, claims.token_id)
-    task = asyncio.create_task(_release(backends, claims, samples))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    backends.in_background(_release(backends, claims, samples))
     log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
-
-
-_background: set[asyncio.Task[None]] = set()  # strong references until the tasks are done
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bws import __version__, images
 from bws.metrics import GATEWAY_REFUSED
-from bws.storage import SAMPLE_TAGS, StoredSample, analysis_key
+from bws.storage import SAMPLE_TAGS, StoredSample, sample_objects
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
@@ -92,30 +92,44 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
     sample = images.parse_upload_body(await request.read()) if request.can_read_body else None
     if sample is None:
         raise ApiError(400, "The body must hold the sample as a data URL.")
-    # Count the token's samples while storing this one (two round trips at once, not in turn).
-    existing, key = await asyncio.gather(
+    key = backends.store.new_sample_key(claims.token_id, index, tag)
+    ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
+    # Store the sample, count the token's samples and inspect the sample at once: the bytes
+    # travel with the inspection request, so it need not wait for the store to have them.
+    outcomes = await asyncio.gather(
         backends.storage(backends.store.samples, claims.token_id),
-        backends.storage(backends.store.put_sample, claims.token_id, index, tag, sample.data, sample.content_type),
+        backends.storage(backends.store.put, key, sample.data, sample.content_type),
+        backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=sample.data)),
+        return_exceptions=True,
     )
-    if len([s for s in existing if s.key != key]) >= backends.settings.max_samples_per_token:
-        await backends.storage(backends.store.delete, [key])
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failure is not None or len([s for s in outcomes[0] if s.key != key]) >= backends.settings.max_samples_per_token:
+        await backends.storage(backends.store.delete, sample_objects(key))  # nothing half-written
+        if failure is not None:
+            raise failure
         raise ApiError(400, "Too many samples have been uploaded with this token.")
-    try:
-        reply = await backends.call(
-            backends.liveness.InspectSample,
-            liveness_pb2.InspectSampleRequest(sample=common_pb2.SampleRef(key=key, tag=tag, index=index)),
-        )
-    except BaseException:
-        await backends.storage(backends.store.delete, [key, analysis_key(key)])  # nothing half-written
-        raise
+    reply: liveness_pb2.InspectSampleReply = outcomes[2]
     codes = [e.error_code for e in reply.errors]
     if reply.accepted:
+        if claims.kind != tokens.TASK_LIVENESS_ONLY:
+            backends.in_background(prepare_sample(backends, ref))
         return web.json_response({"Accepted": True, "Warnings": list(reply.warnings)})
-    await backends.storage(backends.store.delete, [key])
+    await backends.storage(backends.store.delete, sample_objects(key))
     if "InvalidSampleData" in codes or not codes:
         message = reply.errors[0].message if reply.errors else "The sample could not be read."
         raise ApiError(400, message)
     return web.json_response({"Accepted": False, "Error": codes[0]})
+
+
+async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef) -> None:
+    """Have the enrollment service embed an accepted sample while the client sends the next one.
+
+    Best effort: when it does not happen (busy, down), the biometric call embeds the sample.
+    """
+    try:
+        await backends.call(backends.enrollment.PrepareSample, enrollment_pb2.PrepareSampleRequest(sample=ref))
+    except grpc.aio.AioRpcError as error:
+        log.debug("sample not prepared ahead: %s", error.code())
 
 
 # -- calls with app credentials --------------------------------------------------------

@@ -60,10 +60,11 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
         with rpc_context(context):
-            return await guarded(context, self._inspect(request.sample.key))
+            return await guarded(context, self._inspect(request.sample.key, request.data))
 
-    async def _inspect(self, key: str) -> liveness_pb2.InspectSampleReply:
-        data = await asyncio.to_thread(self.store.get, key)
+    async def _inspect(self, key: str, data: bytes | None) -> liveness_pb2.InspectSampleReply:
+        if not data:  # not sent along: read it from storage
+            data = await asyncio.to_thread(self.store.get, key)
         if data is None:
             return liveness_pb2.InspectSampleReply(
                 status=common_pb2.JOB_STATUS_FAULTED,
