@@ -8,6 +8,7 @@ wrong way (challenge not followed).
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
@@ -57,8 +58,21 @@ def test_enroll_without_liveness_succeeds_and_removes_the_samples(client: BwsCli
     assert reply.status == 200
     assert reply.json == {"Success": True}
     jti = claims_of(token)["jti"]
-    assert store.samples(jti) == [] and store.list_keys(f"claims/{jti}/") == []
+    # Nothing stays: neither the samples nor what was stored beside them (inspection, embedding).
+    assert store.list_keys(f"uploads/{jti}/") == [] and store.list_keys(f"claims/{jti}/") == []
     assert store.exists("templates/" + bcid.replace(".", "/"))
+
+
+def test_uploads_are_embedded_ahead_of_the_call(client: BwsClient, store: ObjectStore, bcid: str) -> None:
+    token = enroll_token(client, bcid, livedetection=False)
+    upload_face(client, token, 2)
+    jti = claims_of(token)["jti"]
+    deadline = time.monotonic() + 10
+    while len([k for k in store.list_keys(f"uploads/{jti}/") if k.endswith(".emb")]) < 2:
+        assert time.monotonic() < deadline, store.list_keys(f"uploads/{jti}/")
+        time.sleep(0.1)
+    assert client.enroll(token).json == {"Success": True}
+    assert store.list_keys(f"uploads/{jti}/") == []
 
 
 def test_enroll_answers_xml_when_asked(client: BwsClient, bcid: str) -> None:

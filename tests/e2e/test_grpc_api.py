@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from bws.storage import ObjectStore
+from bws.faces import embedding_from_bytes
+from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
 from tests import facegen
 
@@ -66,3 +67,37 @@ def test_enrollment_service_verify_and_search_with_top_k(stack, store: ObjectSto
         with pytest.raises(grpc.RpcError) as error:
             stub.Verify(enrollment_pb2.VerifyRequest(class_id="not a class", samples=refs), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_prepared_embeddings_serve_the_enrollment(stack, store: ObjectStore) -> None:
+    photo = facegen.source_photo("astronaut")
+    frames = facegen.live_sequence(photo, ["right"], rng=np.random.default_rng(8))
+    partition = int(np.random.default_rng().integers(10**6, 10**7))
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as liveness_channel, \
+            grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
+        refs = stored_samples(store, frames, ["any", "right"], liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        for ref in refs:
+            assert stub.PrepareSample(enrollment_pb2.PrepareSampleRequest(sample=ref), timeout=30).prepared
+            assert embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is not None
+        # With the samples and their inspection gone, only the prepared embeddings are left to use.
+        store.delete([key for ref in refs for key in (ref.key, analysis_key(ref.key))])
+        enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)
+        assert enrolled.enrolled_images == 2
+        # A sample without an inspection cannot be prepared; the reply says so, it is no error.
+        missing = common_pb2.SampleRef(key=refs[0].key + "-gone", tag="any", index=0)
+        assert not stub.PrepareSample(enrollment_pb2.PrepareSampleRequest(sample=missing), timeout=30).prepared
+        store.delete([embedding_key(ref.key) for ref in refs])
+
+
+def test_inspection_uses_the_bytes_sent_along(stack, store: ObjectStore) -> None:
+    frame = cv2.imencode(".png", facegen.source_photo("grace_hopper"))[1].tobytes()
+    ref = common_pb2.SampleRef(key=store.new_sample_key("grpc-bytes", 0, "any"), tag="any", index=0)
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as channel:
+        stub = liveness_pb2_grpc.LivenessServiceStub(channel)
+        reply = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame), timeout=30)
+        assert reply.accepted  # the sample itself was never stored
+        assert store.exists(analysis_key(ref.key))
+        corrupt = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame[:500]), timeout=30)
+        assert not corrupt.accepted and corrupt.errors[0].error_code == "InvalidSampleData"
+    store.delete([analysis_key(ref.key)])

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+from bws.faces import ENCODER_NAME, embedding_from_bytes, embedding_to_bytes
 from bws.storage import PreconditionFailed
 from enroll_service.templates import TemplateError, TemplateStore
 
@@ -99,3 +100,12 @@ def test_delete_reports_whether_there_was_a_template(memory: MemoryStore) -> Non
     assert templates.delete("bws/1/1") is True
     assert templates.delete("bws/1/1") is False
     assert templates.get("bws/1/1") is None
+
+
+def test_a_stored_embedding_is_used_only_by_the_encoder_that_made_it() -> None:
+    embedding = np.linspace(-1, 1, 128, dtype=np.float32)
+    stored = embedding_to_bytes(embedding)
+    assert np.array_equal(embedding_from_bytes(stored), embedding)
+    other_encoder = stored.replace(ENCODER_NAME.encode(), b"arcface-r100", 1)
+    assert embedding_from_bytes(other_encoder) is None
+    assert embedding_from_bytes(stored[:-4]) is None  # truncated
