@@ -145,6 +145,16 @@ def align_face(image: np.ndarray, face: Face) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (112, 112))
 
 
+ALIGNED_SHAPE = (112, 112, 3)
+
+
+def aligned_from_bytes(data: bytes) -> np.ndarray | None:
+    """An aligned crop sent as raw bytes (``InspectSampleReply.aligned_face``); None if malformed."""
+    if len(data) != ALIGNED_SHAPE[0] * ALIGNED_SHAPE[1] * ALIGNED_SHAPE[2]:
+        return None
+    return np.frombuffer(data, np.uint8).reshape(ALIGNED_SHAPE)
+
+
 class FaceEmbedder:
     """SFace through ``cv2.dnn``: a 128-d unit vector per aligned face.
 

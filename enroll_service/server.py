@@ -4,9 +4,10 @@ Enroll embeds each sample (SFace) and adds the embeddings to the class's encrypt
 Samples without a usable face are skipped; none at all is the outcome NotEnoughSamples, not a
 gRPC error. Where a sample's embedding comes from, cheapest first:
 
-1. a PrepareSample for it still running in this process (awaited, not repeated);
-2. ``{key}.emb``, stored by an earlier PrepareSample (the gateway asks for one at upload, so
-   the embedding is computed while the client sends its next sample);
+1. a PrepareSample for it in this process, still running (awaited, not repeated) or done in
+   the last minutes (kept in memory until used);
+2. ``{key}.emb``, stored by an earlier PrepareSample on any replica (the gateway asks for one
+   at upload, so the embedding is computed while the client sends its next sample);
 3. the aligned crop the upload inspection stored beside the sample (``{key}.face``);
 4. the sample itself, decoded and detected here.
 """
@@ -22,7 +23,15 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bws import images, logs
-from bws.faces import FaceAnalysis, FaceDetector, FaceEmbedder, embedding_from_bytes, embedding_to_bytes
+from bws.faces import (
+    FaceAnalysis,
+    FaceDetector,
+    FaceEmbedder,
+    aligned_from_bytes,
+    embedding_from_bytes,
+    embedding_to_bytes,
+)
+from bws.recent import RecentSamples
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore, analysis_key, embedding_key
@@ -76,6 +85,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.indexes = IndexCache(store, self.templates)
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
+        self.recent: RecentSamples[np.ndarray] = RecentSamples()  # embeddings prepared in the last minutes
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
         if not CLASS_ID.match(class_id):
@@ -92,41 +102,50 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def PrepareSample(self, request: enrollment_pb2.PrepareSampleRequest,
                             context: grpc.aio.ServicerContext) -> enrollment_pb2.PrepareSampleReply:
         with rpc_context(context):
-            return await guarded(context, self._prepare(request.sample.key))
+            return await guarded(context, self._prepare(request.sample.key, request.aligned_face))
 
-    async def _prepare(self, key: str) -> enrollment_pb2.PrepareSampleReply:
+    async def _prepare(self, key: str, aligned_face: bytes) -> enrollment_pb2.PrepareSampleReply:
         if key not in self._preparing:
             if not self.pool.has_idle_worker:  # ahead-of-time work never waits in front of calls
                 return enrollment_pb2.PrepareSampleReply(prepared=False)
-            task = asyncio.create_task(self._prepare_embedding(key))
+            task = asyncio.create_task(self._prepare_embedding(key, aligned_from_bytes(aligned_face)))
             self._preparing[key] = task
             task.add_done_callback(lambda _: self._preparing.pop(key, None))
         embedding = await asyncio.shield(self._preparing[key])
         return enrollment_pb2.PrepareSampleReply(prepared=embedding is not None)
 
-    async def _prepare_embedding(self, key: str) -> np.ndarray | None:
-        blob = await asyncio.to_thread(self.store.get, analysis_key(key))
-        if blob is None:
-            return None
-        [embedding] = await self.pool.run(self._embed_all, [FaceAnalysis.from_bytes(blob).aligned], [])
+    async def _prepare_embedding(self, key: str, crop: np.ndarray | None) -> np.ndarray | None:
+        if crop is None:
+            blob = await asyncio.to_thread(self.store.get, analysis_key(key))
+            if blob is None:
+                return None
+            crop = FaceAnalysis.from_bytes(blob).aligned
+        [embedding] = await self.pool.run(self._embed_all, [crop], [])
+        self.recent.put(key, embedding)
         await asyncio.to_thread(self.store.put, embedding_key(key), embedding_to_bytes(embedding))
         log.info("prepared the embedding of a sample")
         return embedding
 
-    async def _prepared(self, key: str) -> np.ndarray | None:
+    async def _prepared(self, key: str, consume: bool) -> np.ndarray | None:
         """The embedding a PrepareSample made (or is making) for the sample, if any."""
         task = self._preparing.get(key)
         if task is not None:
             try:
-                return await asyncio.shield(task)
+                await asyncio.shield(task)
             except Exception:  # it failed (busy, storage): the caller embeds the sample itself
                 return None
-        blob = await asyncio.to_thread(self.store.get, embedding_key(key))
-        return None if blob is None else embedding_from_bytes(blob)
+        embedding = self.recent.get(key, consume=consume)
+        if embedding is None:
+            blob = await asyncio.to_thread(self.store.get, embedding_key(key))
+            embedding = None if blob is None else embedding_from_bytes(blob)
+        return embedding
 
-    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
-        """One embedding per sample that holds a usable face (see the module docstring)."""
-        prepared = await asyncio.gather(*(self._prepared(s.key) for s in samples))
+    async def _embeddings(self, samples: list[common_pb2.SampleRef], *, consume: bool = True) -> list[np.ndarray]:
+        """One embedding per sample that holds a usable face (see the module docstring).
+
+        ``consume``: the call is the samples' last use, so what is kept in memory for them goes.
+        """
+        prepared = await asyncio.gather(*(self._prepared(s.key, consume) for s in samples))
         embeddings = [e for e in prepared if e is not None]
         unprepared = [s for s, e in zip(samples, prepared, strict=True) if e is None]
         if not unprepared:
@@ -202,7 +221,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.VerifyReply:
         threshold = self.settings.match_threshold
         template, embeddings = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
-                                                    self._embeddings(samples))
+                                                    self._embeddings(samples, consume=False))
         if template is None or not template.current_encoder:
             return enrollment_pb2.VerifyReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,32 @@ class Admission:
         self.active -= 1
 
 
+class SampleCounts:
+    """How many samples each token holds, as far as this gateway replica has stored them.
+
+    Counting with a LIST on every upload costs the store more than storing the sample. This
+    count only grows (calls that consume samples do not lower it), so it never under-counts
+    what this replica stored: when it reaches the limit, the upload LISTs to learn the truth.
+    Across N replicas a token can hold at most N times the limit.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}  # token id -> (count, token expiry)
+
+    def may_be_full(self, token_id: str, limit: int) -> bool:
+        return self._counts.get(token_id, (0, 0))[0] >= limit
+
+    def set(self, token_id: str, count: int, expires: int) -> None:
+        self._counts[token_id] = (count, expires)
+
+    def add(self, token_id: str, expires: int) -> None:
+        self.set(token_id, self._counts.get(token_id, (0, 0))[0] + 1, expires)
+
+    def forget_expired(self, now: float) -> None:
+        for token_id in [t for t, (_, expires) in self._counts.items() if expires < now]:
+            del self._counts[token_id]
+
+
 @dataclass
 class Backends:
     settings: GatewaySettings
@@ -56,12 +83,14 @@ class Backends:
     uploads: Admission = field(init=False)
     io: ThreadPoolExecutor = field(init=False)
     background: set[asyncio.Task[None]] = field(init=False)
+    sample_counts: SampleCounts = field(init=False)
 
     def __post_init__(self) -> None:
         self.calls = Admission(self.settings.max_concurrent_calls)
         self.uploads = Admission(self.settings.max_concurrent_uploads)
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
         self.background = set()
+        self.sample_counts = SampleCounts()
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run work that the reply need not wait for (held here until done: asyncio keeps only
@@ -131,6 +160,7 @@ async def sweep_stale_samples(backends: Backends) -> None:
     lifetime = backends.settings.token_lifetime_seconds
     while True:
         await asyncio.sleep(min(60.0, lifetime / 2))
+        backends.sample_counts.forget_expired(time.time())
         try:
             removed = await backends.storage(backends.store.delete_stale, 2.0 * lifetime)
         except Exception:

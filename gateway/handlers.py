@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import secrets
+from typing import cast
 from urllib.parse import parse_qs
 
 import grpc
@@ -92,27 +93,31 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
     sample = images.parse_upload_body(await request.read()) if request.can_read_body else None
     if sample is None:
         raise ApiError(400, "The body must hold the sample as a data URL.")
+    limit = backends.settings.max_samples_per_token
+    if backends.sample_counts.may_be_full(claims.token_id, limit):
+        held = len(await backends.storage(backends.store.samples, claims.token_id))
+        backends.sample_counts.set(claims.token_id, held, claims.expires)
+        if held >= limit:
+            raise ApiError(400, "Too many samples have been uploaded with this token.")
     key = backends.store.new_sample_key(claims.token_id, index, tag)
     ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
-    # Store the sample, count the token's samples and inspect the sample at once: the bytes
-    # travel with the inspection request, so it need not wait for the store to have them.
-    outcomes = await asyncio.gather(
-        backends.storage(backends.store.samples, claims.token_id),
+    # Store the sample and inspect it at once: the bytes travel with the inspection request,
+    # so it need not wait for the store to have them.
+    outcomes: list[object] = await asyncio.gather(
         backends.storage(backends.store.put, key, sample.data, sample.content_type),
         backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=sample.data)),
         return_exceptions=True,
     )
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-    if failure is not None or len([s for s in outcomes[0] if s.key != key]) >= backends.settings.max_samples_per_token:
+    if failure is not None:
         await backends.storage(backends.store.delete, sample_objects(key))  # nothing half-written
-        if failure is not None:
-            raise failure
-        raise ApiError(400, "Too many samples have been uploaded with this token.")
-    reply: liveness_pb2.InspectSampleReply = outcomes[2]
+        raise failure
+    reply = cast(liveness_pb2.InspectSampleReply, outcomes[1])
+    backends.sample_counts.add(claims.token_id, claims.expires)
     codes = [e.error_code for e in reply.errors]
     if reply.accepted:
         if claims.kind != tokens.TASK_LIVENESS_ONLY:
-            backends.in_background(prepare_sample(backends, ref))
+            backends.in_background(prepare_sample(backends, ref, reply.aligned_face))
         return web.json_response({"Accepted": True, "Warnings": list(reply.warnings)})
     await backends.storage(backends.store.delete, sample_objects(key))
     if "InvalidSampleData" in codes or not codes:
@@ -121,13 +126,14 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
     return web.json_response({"Accepted": False, "Error": codes[0]})
 
 
-async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef) -> None:
+async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:
     """Have the enrollment service embed an accepted sample while the client sends the next one.
 
     Best effort: when it does not happen (busy, down), the biometric call embeds the sample.
     """
     try:
-        await backends.call(backends.enrollment.PrepareSample, enrollment_pb2.PrepareSampleRequest(sample=ref))
+        await backends.call(backends.enrollment.PrepareSample,
+                            enrollment_pb2.PrepareSampleRequest(sample=ref, aligned_face=aligned_face))
     except grpc.aio.AioRpcError as error:
         log.debug("sample not prepared ahead: %s", error.code())
 

@@ -17,9 +17,10 @@ import grpc
 from bws import images, logs
 from bws.faces import FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
 from bws.metrics import LIVENESS_DECISIONS
+from bws.recent import RecentSamples
 from bws.service import EnginePool, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
-from bws.storage import ObjectStore, analysis_key
+from bws.storage import ObjectStore, StorageUnavailable, analysis_key
 from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
 from liveness_service import inspection, liveness
 
@@ -56,6 +57,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         self.settings = settings
         self.store = store
         self.pool = pool
+        self.recent: RecentSamples[FaceAnalysis] = RecentSamples()  # inspections of the last minutes
+        self._storing: set[asyncio.Task[None]] = set()
 
     async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
@@ -72,8 +75,23 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             )
         reply, analysis = await self.pool.run(self._inspect_bytes, data)
         if analysis is not None:
-            await asyncio.to_thread(self.store.put, analysis_key(key), analysis.to_bytes())
+            self.recent.put(key, analysis)
+            reply.aligned_face = analysis.aligned.tobytes()
+            # Stored after the reply: this replica answers from memory, and one that finds no
+            # inspection computes the mesh again from the sample (slower, same result).
+            self._store_later(analysis_key(key), analysis.to_bytes())
         return reply
+
+    def _store_later(self, key: str, data: bytes) -> None:
+        async def store() -> None:
+            try:
+                await asyncio.to_thread(self.store.put, key, data)
+            except StorageUnavailable:
+                log.warning("could not store a sample's inspection; it will be computed again if needed")
+
+        task = asyncio.create_task(store())
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
 
     def _inspect_bytes(self, engine: LivenessEngine,
                        data: bytes) -> tuple[liveness_pb2.InspectSampleReply, FaceAnalysis | None]:
@@ -111,10 +129,17 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         with rpc_context(context):
             return await guarded(context, self._check(request))
 
+    async def _analysis(self, key: str) -> FaceAnalysis | None:
+        """The inspection of a sample: from memory when this replica made it, else from storage."""
+        analysis = self.recent.get(key, consume=True)  # a sample serves one call
+        if analysis is None:
+            blob = await asyncio.to_thread(self.store.get, analysis_key(key))
+            analysis = FaceAnalysis.from_bytes(blob) if blob else None
+        return analysis
+
     async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
         samples = sorted(request.samples, key=lambda s: s.index)
-        blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key)) for s in samples))
-        analyses = [FaceAnalysis.from_bytes(b) if b else None for b in blobs]
+        analyses = await asyncio.gather(*(self._analysis(s.key) for s in samples))
         meshes: list[FaceMesh | None] = [a.mesh if a else None for a in analyses]
         missing = [i for i, a in enumerate(analyses) if a is None]
         if missing:  # samples that were not inspected at upload (e.g. POST /livedetection)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import grpc
 import numpy as np
@@ -33,8 +35,14 @@ def test_check_liveness_returns_its_evidence(stack, store: ObjectStore) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as channel:
         stub = liveness_pb2_grpc.LivenessServiceStub(channel)
         refs = stored_samples(store, frames, ["any", "up", "left"], stub)
-        reply = stub.CheckLiveness(liveness_pb2.CheckLivenessRequest(
-            samples=refs, challenge_directions=["up", "left"]), timeout=30)
+        request = liveness_pb2.CheckLivenessRequest(samples=refs, challenge_directions=["up", "left"])
+        reply = stub.CheckLiveness(request, timeout=30)
+        # The service answered from its memory of the inspections; asked again (as another
+        # replica would be), it reads them from storage and decides the same.
+        assert all(store.exists(analysis_key(ref.key)) for ref in refs)
+        again = stub.CheckLiveness(request, timeout=30)
+        assert again.live and len(again.samples) == 3
+        assert again.liveness_score == pytest.approx(reply.liveness_score, abs=1e-4)  # stored as float32
     assert reply.live and reply.challenge_met and reply.usable_samples == 3
     assert [p.expected_direction for p in reply.pairs] == ["up", "left"]
     assert all(p.direction_followed and p.planarity_residual > 0 for p in reply.pairs)
@@ -96,8 +104,11 @@ def test_inspection_uses_the_bytes_sent_along(stack, store: ObjectStore) -> None
     with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as channel:
         stub = liveness_pb2_grpc.LivenessServiceStub(channel)
         reply = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame), timeout=30)
-        assert reply.accepted  # the sample itself was never stored
-        assert store.exists(analysis_key(ref.key))
+        assert reply.accepted and len(reply.aligned_face) == 112 * 112 * 3  # the sample was never stored
+        deadline = time.monotonic() + 5  # the inspection is stored just after the reply
+        while not store.exists(analysis_key(ref.key)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         corrupt = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame[:500]), timeout=30)
         assert not corrupt.accepted and corrupt.errors[0].error_code == "InvalidSampleData"
     store.delete([analysis_key(ref.key)])

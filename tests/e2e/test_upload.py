@@ -85,10 +85,18 @@ def test_upload_without_a_valid_token_is_401(client: BwsClient, header: str | No
 
 def test_upload_beyond_the_samples_a_token_may_hold_is_400(client: BwsClient, store: ObjectStore,
                                                            token: str) -> None:
+    limit = 32  # BWS_MAX_SAMPLES_PER_TOKEN
     face = images.encode(images.grace_hopper(), ".jpg")
     jti = claims_of(token)["jti"]
-    for index in range(32):  # BWS_MAX_SAMPLES_PER_TOKEN
+    for index in range(limit - 2):  # as if another gateway replica had stored them
         store.put_sample(jti, index, "any", face, "image/jpeg")
-    reply = client.upload(token, face, index=32)
-    assert reply.status == 400 and "Too many samples" in reply.json["Message"]
-    assert len(store.samples(jti)) == 32
+    # This replica counts what it stores and checks the store once its count reaches the
+    # limit: a token holds at most the limit per replica, here 2 × 32.
+    replies = [client.upload(token, face, index=index) for index in range(limit, 2 * limit + 1)]
+    assert [r.status for r in replies] == [200] * limit + [400]
+    assert "Too many samples" in replies[-1].json["Message"]
+    assert len(store.samples(jti)) == 2 * limit - 2
+    # Samples that a call consumed no longer count.
+    store.delete([s.key for s in store.samples(jti)][:limit])
+    assert [client.upload(token, face, index=index).status for index in (99, 100, 101)] == [200, 200, 400]
+    assert len(store.samples(jti)) == limit
