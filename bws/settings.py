@@ -171,8 +171,13 @@ class GatewaySettings:
     grpc_timeout_seconds: float = 30.0  # BWS_GRPC_TIMEOUT_SECONDS: deadline of each gRPC call
     max_upload_bytes: int = 8 * 1024 * 1024  # BWS_MAX_UPLOAD_BYTES: larger bodies get 413
     max_samples_per_token: int = 32  # BWS_MAX_SAMPLES_PER_TOKEN
-    max_concurrent_calls: int = 4  # BWS_MAX_CONCURRENT_CALLS: biometric calls in flight; more: refused at once
-    max_concurrent_uploads: int = 8  # BWS_MAX_CONCURRENT_UPLOADS: uploads in flight; more: 503 at once
+    # Admission: as many requests in flight as the services behind this gateway replica have
+    # model workers; more are refused at once (ExecutionOfJobTimedOut, or 503 for an upload).
+    # With a wait, as many again may wait for a place that long: fewer refusals under moderate
+    # load, slower accepted requests under overload. See tests/bench/load.py.
+    max_concurrent_calls: int = 2  # BWS_MAX_CONCURRENT_CALLS: biometric calls in flight
+    max_concurrent_uploads: int = 2  # BWS_MAX_CONCURRENT_UPLOADS: uploads in flight
+    admission_wait_seconds: float = 0.0  # BWS_ADMISSION_WAIT_MS (in ms): how long a request may wait
     cors_origins: tuple[str, ...] = ("*",)  # BWS_CORS_ORIGINS: comma list, "*" = any origin
 
     @classmethod
@@ -195,8 +200,9 @@ class GatewaySettings:
             grpc_timeout_seconds=_float(env, "BWS_GRPC_TIMEOUT_SECONDS", 30.0),
             max_upload_bytes=_int(env, "BWS_MAX_UPLOAD_BYTES", 8 * 1024 * 1024, low=1024),
             max_samples_per_token=_int(env, "BWS_MAX_SAMPLES_PER_TOKEN", 32, low=2),
-            max_concurrent_calls=_int(env, "BWS_MAX_CONCURRENT_CALLS", 4, low=1),
-            max_concurrent_uploads=_int(env, "BWS_MAX_CONCURRENT_UPLOADS", 8, low=1),
+            max_concurrent_calls=_int(env, "BWS_MAX_CONCURRENT_CALLS", 2, low=1),
+            max_concurrent_uploads=_int(env, "BWS_MAX_CONCURRENT_UPLOADS", 2, low=1),
+            admission_wait_seconds=_int(env, "BWS_ADMISSION_WAIT_MS", 0, low=0) / 1000,
             cors_origins=tuple(
                 o.strip() for o in _get(env, "BWS_CORS_ORIGINS", "*").split(",") if o.strip()
             ),

@@ -7,6 +7,7 @@ synchronous, so store calls run in threads (``Backends.storage``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import logging
@@ -30,20 +31,52 @@ Reply = TypeVar("Reply")
 
 
 class Admission:
-    """A limit on requests in flight. Past it a request is refused at once, not queued: a
-    queue would only make every caller wait longer for a server that cannot keep up."""
+    """A limit on requests in flight, with a short wait for a free place.
 
-    def __init__(self, limit: int) -> None:
+    Past the limit, up to ``limit`` more requests wait at most ``wait_seconds`` each (first
+    come, first served) and are then refused; any further request is refused at once. A burst
+    that the server clears in a moment is absorbed; a load it cannot keep up with is refused
+    quickly instead of making every caller wait longer.
+    """
+
+    def __init__(self, limit: int, wait_seconds: float) -> None:
         self.limit = limit
+        self.wait_seconds = wait_seconds
         self.active = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def try_enter(self) -> bool:
-        if self.active >= self.limit:
+    async def enter(self) -> bool:
+        """Take a place (True), or give up after the wait (False). Call ``leave`` after True."""
+        if self.active < self.limit and not self._waiting:
+            self.active += 1
+            return True
+        if self.wait_seconds <= 0 or len(self._waiting) >= self.limit:
             return False
-        self.active += 1
-        return True
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(place)
+        try:
+            await asyncio.wait_for(asyncio.shield(place), self.wait_seconds)
+            return True
+        except TimeoutError:
+            if place.done():  # handed over just as the wait ran out
+                return True
+            return False
+        except BaseException:  # the request went away while waiting
+            if place.done():
+                self.leave()
+            raise
+        finally:
+            if not place.done():
+                place.cancel()
+                self._waiting.remove(place)
 
     def leave(self) -> None:
+        """Give the place to the longest waiting request, or free it."""
+        while self._waiting:
+            place = self._waiting.popleft()
+            if not place.done():
+                place.set_result(None)
+                return
         self.active -= 1
 
 
@@ -84,13 +117,18 @@ class Backends:
     io: ThreadPoolExecutor = field(init=False)
     background: set[asyncio.Task[None]] = field(init=False)
     sample_counts: SampleCounts = field(init=False)
+    cleanup_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.calls = Admission(self.settings.max_concurrent_calls)
-        self.uploads = Admission(self.settings.max_concurrent_uploads)
+        wait = self.settings.admission_wait_seconds
+        self.calls = Admission(self.settings.max_concurrent_calls, wait)
+        self.uploads = Admission(self.settings.max_concurrent_uploads, wait)
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
         self.background = set()
         self.sample_counts = SampleCounts()
+        # Deleting the samples of refused calls waits its turn: under overload it must not
+        # take the store from the calls that were accepted.
+        self.cleanup_slots = asyncio.Semaphore(2)
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run work that the reply need not wait for (held here until done: asyncio keeps only

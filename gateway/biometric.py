@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,7 +72,7 @@ async def run(request: web.Request, *, kind: int, action: str, root: str, perfor
     live = kind == tokens.TASK_LIVENESS_ONLY or claims.requires_liveness or bool(
         flag(request, "livedetection", False))
     backends = request.app[BACKENDS]
-    if not backends.calls.try_enter():
+    if not await backends.calls.enter():
         return await refuse_busy(request, backends, claims, action, root)
     try:
         return await _run_admitted(request, backends, claims, live, action, root, perform)
@@ -83,14 +84,23 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
                       root: str) -> web.Response:
     """Too many calls in flight: answer at once, drop the samples, keep the try.
 
-    The samples are listed now and deleted after the reply (by key, so that samples the
-    client uploads for its next attempt are not touched): the reply does not wait for it.
+    The samples are deleted after the reply, which waits for no store round trip; only those
+    uploaded before the refusal go, so what the client uploads for its next attempt stays.
     """
     GATEWAY_REFUSED.labels(action).inc()
-    samples = await backends.storage(backends.store.samples, claims.token_id)
-    backends.in_background(_release(backends, claims, samples))
+    backends.in_background(_drop_samples(backends, claims, uploaded_before=time.time_ns()))
     log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
+
+
+async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_before: int) -> None:
+    async with backends.cleanup_slots:
+        try:
+            samples = await backends.storage(backends.store.samples, claims.token_id)
+        except Exception:
+            log.warning("could not list the samples of a refused call; the sweeper will remove them")
+            return
+        await _release(backends, claims, [s for s in samples if s.arrival <= uploaded_before])
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,

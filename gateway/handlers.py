@@ -75,7 +75,7 @@ async def upload(request: web.Request) -> web.Response:
     """``POST /extension/upload?tag=&index=&trait=``: inspect a sample and keep it for the token."""
     claims = bearer_token(request)
     backends = request.app[BACKENDS]
-    if not backends.uploads.try_enter():
+    if not await backends.uploads.enter():
         GATEWAY_REFUSED.labels("upload").inc()
         raise ApiError(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
     try:

@@ -53,7 +53,9 @@ def store_of(stack: Stack) -> ObjectStore:
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    with running_stack("e2e", request) as running:
+    # Room for the tests that send several calls at once on purpose (tries, concurrency);
+    # admission itself is tested on its own stack (test_overload.py).
+    with running_stack("e2e", request, BWS_MAX_CONCURRENT_CALLS="8", BWS_MAX_CONCURRENT_UPLOADS="8") as running:
         yield running
 
 
