@@ -103,6 +103,27 @@ class EnginePool(Generic[Engine]):
                 close()
 
 
+class StoreLater:
+    """Writes to the object store that a reply need not wait for (held until done: asyncio
+    keeps only weak references to tasks). A write that fails is only logged: whoever needs
+    the object and does not find it computes it again."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def put(self, key: str, data: bytes, what: str) -> None:
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(self.store.put, key, data)
+            except StorageUnavailable:
+                log.warning("could not store %s; it will be computed again if needed", what)
+
+        task = asyncio.create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+
 @contextmanager
 def rpc_context(context: grpc.aio.ServicerContext) -> Iterator[None]:
     """Bind the caller's request id to the logs of this call."""

@@ -32,7 +32,7 @@ from bws.faces import (
     embedding_to_bytes,
 )
 from bws.recent import RecentSamples
-from bws.service import EnginePool, guarded, rpc_context, serve
+from bws.service import EnginePool, StoreLater, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
@@ -86,6 +86,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
         self.recent: RecentSamples[np.ndarray] = RecentSamples()  # embeddings prepared in the last minutes
+        self.later = StoreLater(store)
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
         if not CLASS_ID.match(class_id):
@@ -122,11 +123,11 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             crop = FaceAnalysis.from_bytes(blob).aligned
         [embedding] = await self.pool.run(self._embed_all, [crop], [])
         self.recent.put(key, embedding)
-        await asyncio.to_thread(self.store.put, embedding_key(key), embedding_to_bytes(embedding))
+        self.later.put(embedding_key(key), embedding_to_bytes(embedding), "a sample's embedding")
         log.info("prepared the embedding of a sample")
         return embedding
 
-    async def _prepared(self, key: str, consume: bool) -> np.ndarray | None:
+    async def _prepared(self, key: str) -> np.ndarray | None:
         """The embedding a PrepareSample made (or is making) for the sample, if any."""
         task = self._preparing.get(key)
         if task is not None:
@@ -134,18 +135,19 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 await asyncio.shield(task)
             except Exception:  # it failed (busy, storage): the caller embeds the sample itself
                 return None
-        embedding = self.recent.get(key, consume=consume)
+        embedding = self.recent.get(key, consume=True)
         if embedding is None:
             blob = await asyncio.to_thread(self.store.get, embedding_key(key))
             embedding = None if blob is None else embedding_from_bytes(blob)
         return embedding
 
-    async def _embeddings(self, samples: list[common_pb2.SampleRef], *, consume: bool = True) -> list[np.ndarray]:
+    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
         """One embedding per sample that holds a usable face (see the module docstring).
 
-        ``consume``: the call is the samples' last use, so what is kept in memory for them goes.
+        What is kept in memory for the samples goes: a call is their last use (an enrollment
+        after a verification, with autoenroll, reads them from storage).
         """
-        prepared = await asyncio.gather(*(self._prepared(s.key, consume) for s in samples))
+        prepared = await asyncio.gather(*(self._prepared(s.key) for s in samples))
         embeddings = [e for e in prepared if e is not None]
         unprepared = [s for s, e in zip(samples, prepared, strict=True) if e is None]
         if not unprepared:
@@ -221,7 +223,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.VerifyReply:
         threshold = self.settings.match_threshold
         template, embeddings = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
-                                                    self._embeddings(samples, consume=False))
+                                                    self._embeddings(samples))
         if template is None or not template.current_encoder:
             return enrollment_pb2.VerifyReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,

@@ -58,9 +58,7 @@ class Admission:
             await asyncio.wait_for(asyncio.shield(place), self.wait_seconds)
             return True
         except TimeoutError:
-            if place.done():  # handed over just as the wait ran out
-                return True
-            return False
+            return place.done()  # handed over just as the wait ran out, or not
         except BaseException:  # the request went away while waiting
             if place.done():
                 self.leave()

@@ -10,7 +10,7 @@ They share one flow (``run``), so every call behaves the same way:
 4. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
    asks for it — the flag can switch liveness on, never off;
 5. run the call's own work over gRPC (``perform``);
-6. delete the samples whatever happened, record the outcome for ``/extension/result``, reply.
+6. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
 
 Expected failures are 200 replies ``{"Success": false, "Error": ...}``. When a service refuses
 the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back.
@@ -18,7 +18,6 @@ the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is gi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -129,7 +128,10 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
         raise
     log.info("%s %s: %s", action, claims.bcid or "-", result)
     record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
-    await asyncio.gather(_release(backends, claims, samples), _record(backends, claims, record, action))
+    # The outcome is recorded before the reply (the app asks /extension/result next); the
+    # samples are deleted just after it, which the reply need not wait for.
+    await _record(backends, claims, record, action)
+    backends.in_background(_release(backends, claims, samples))
     return replies.result(request, root, result)
 
 

@@ -18,9 +18,9 @@ from bws import images, logs
 from bws.faces import FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
 from bws.metrics import LIVENESS_DECISIONS
 from bws.recent import RecentSamples
-from bws.service import EnginePool, guarded, rpc_context, serve
+from bws.service import EnginePool, StoreLater, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
-from bws.storage import ObjectStore, StorageUnavailable, analysis_key
+from bws.storage import ObjectStore, analysis_key
 from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
 from liveness_service import inspection, liveness
 
@@ -58,7 +58,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         self.store = store
         self.pool = pool
         self.recent: RecentSamples[FaceAnalysis] = RecentSamples()  # inspections of the last minutes
-        self._storing: set[asyncio.Task[None]] = set()
+        self.later = StoreLater(store)
 
     async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
@@ -79,19 +79,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             reply.aligned_face = analysis.aligned.tobytes()
             # Stored after the reply: this replica answers from memory, and one that finds no
             # inspection computes the mesh again from the sample (slower, same result).
-            self._store_later(analysis_key(key), analysis.to_bytes())
+            self.later.put(analysis_key(key), analysis.to_bytes(), "a sample's inspection")
         return reply
-
-    def _store_later(self, key: str, data: bytes) -> None:
-        async def store() -> None:
-            try:
-                await asyncio.to_thread(self.store.put, key, data)
-            except StorageUnavailable:
-                log.warning("could not store a sample's inspection; it will be computed again if needed")
-
-        task = asyncio.create_task(store())
-        self._storing.add(task)
-        task.add_done_callback(self._storing.discard)
 
     def _inspect_bytes(self, engine: LivenessEngine,
                        data: bytes) -> tuple[liveness_pb2.InspectSampleReply, FaceAnalysis | None]:

@@ -20,6 +20,7 @@ from gateway import tokens
 from tests import facegen
 from tests.support import images
 from tests.support.client import BwsClient, claims_of
+from tests.support.storage import kept_for_token
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,7 @@ def test_enroll_without_liveness_succeeds_and_removes_the_samples(client: BwsCli
     assert reply.json == {"Success": True}
     jti = claims_of(token)["jti"]
     # Nothing stays: neither the samples nor what was stored beside them (inspection, embedding).
-    assert store.list_keys(f"uploads/{jti}/") == [] and store.list_keys(f"claims/{jti}/") == []
+    assert kept_for_token(store, jti) == []
     assert store.exists("templates/" + bcid.replace(".", "/"))
 
 
@@ -72,7 +73,7 @@ def test_uploads_are_embedded_ahead_of_the_call(client: BwsClient, store: Object
         assert time.monotonic() < deadline, store.list_keys(f"uploads/{jti}/")
         time.sleep(0.1)
     assert client.enroll(token).json == {"Success": True}
-    assert store.list_keys(f"uploads/{jti}/") == []
+    assert kept_for_token(store, jti) == []
 
 
 def test_enroll_answers_xml_when_asked(client: BwsClient, bcid: str) -> None:
@@ -101,7 +102,7 @@ def test_enroll_with_liveness_succeeds_for_a_turning_head(client: BwsClient, sto
     client.upload_all(token, frames_png(frames), ["any"] * len(frames))
     reply = client.enroll(token)
     assert reply.json == {"Success": True}
-    assert store.samples(claims_of(token)["jti"]) == []
+    assert kept_for_token(store, claims_of(token)["jti"]) == []
 
 
 def test_enroll_with_a_followed_challenge_succeeds(client: BwsClient, photo: np.ndarray, bcid: str) -> None:
@@ -127,7 +128,7 @@ def test_enroll_of_a_flat_photo_moved_is_live_detection_failed(client: BwsClient
     frames = facegen.photo_moved(photo, 3, np.random.default_rng(3))
     client.upload_all(token, frames_png(frames), ["any"] * 3)
     assert client.enroll(token).json == {"Success": False, "Error": "LiveDetectionFailed"}
-    assert store.samples(claims_of(token)["jti"]) == []
+    assert kept_for_token(store, claims_of(token)["jti"]) == []
     assert not store.exists("templates/" + bcid.replace(".", "/"))
 
 

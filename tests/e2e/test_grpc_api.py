@@ -87,7 +87,11 @@ def test_prepared_embeddings_serve_the_enrollment(stack, store: ObjectStore) -> 
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
         for ref in refs:
             assert stub.PrepareSample(enrollment_pb2.PrepareSampleRequest(sample=ref), timeout=30).prepared
-            assert embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is not None
+        for ref in refs:  # stored just after the reply
+            deadline = time.monotonic() + 5
+            while embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
         # With the samples and their inspection gone, only the prepared embeddings are left to use.
         store.delete([key for ref in refs for key in (ref.key, analysis_key(ref.key))])
         enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)

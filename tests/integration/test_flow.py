@@ -11,6 +11,7 @@ from bws.devrun import Stack
 from tests.integration.conftest import ARTIFACTS, S3Server
 from tests.support import images
 from tests.support.client import BwsClient, claims_of
+from tests.support.storage import kept_for_token
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_token_upload_enroll_verify_against_the_s3_server(stack: Stack, s3_serve
     assert client.upload(token, images.encode(images.astronaut())).json["Accepted"]
     assert client.enroll(token).json == {"Success": True}
     store = s3_server.store("it-flow")
-    assert store.samples(claims_of(token)["jti"]) == []
+    assert kept_for_token(store, claims_of(token)["jti"]) == []
     assert store.exists("templates/bws/3/1")
 
     token = client.token(bcid="bws.3.1", task="verify", livedetection=False)
