@@ -1,10 +1,11 @@
 """Overload: calls beyond the gateway's limit are refused at once, losing nothing.
 
-Runs its own stack with room for one biometric call at a time.
+Runs its own stack with room for one biometric call and one upload at a time.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import cv2
 import pytest
 
 from bws.devrun import Stack
+from bws.images import to_data_url
 from tests import facegen
 from tests.e2e.conftest import running_stack, store_of
 from tests.e2e.test_service_lifecycle import wait_until_busy
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    with running_stack("overload", request, BWS_MAX_CONCURRENT_CALLS="1") as running:
+    with running_stack("overload", request, BWS_MAX_CONCURRENT_CALLS="1", BWS_MAX_CONCURRENT_UPLOADS="1") as running:
         yield running
 
 
@@ -59,3 +61,24 @@ def test_a_call_beyond_capacity_is_refused_at_once_and_keeps_its_try(own_stack: 
     # The refused call did not burn the token's only try.
     assert client.upload(token, images.encode(images.astronaut())).json["Accepted"]
     assert client.enroll(token).json == {"Success": True}
+
+
+def test_an_upload_beyond_capacity_is_503_with_retry_after_and_stores_nothing(own_stack: Stack) -> None:
+    client = BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
+    store = store_of(own_stack)
+    token = client.token(bcid="bws.1.502", task="enroll", livedetection=False)
+    body = to_data_url(images.encode(images.astronaut())).encode()
+    # A slow client holds the only upload place: its headers are in, its body is not yet.
+    port = int(own_stack.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        slow.sendall(f"POST /extension/upload?index=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                     f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+        time.sleep(0.5)  # the gateway has admitted it and waits for the rest of the body
+        refused = client.upload(token, images.encode(images.astronaut()), index=1)
+        assert refused.status == 503 and refused.headers.get("Retry-After") == "1"
+        assert "busy" in refused.json["Message"]
+        slow.sendall(body[1000:])
+        status_line = slow.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line.endswith(b"200 OK")
+    assert [s.index for s in store.samples(claims_of(token)["jti"])] == [0]  # the refused one left nothing
+    assert client.upload(token, images.encode(images.astronaut()), index=1).json["Accepted"]  # room again
