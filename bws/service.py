@@ -29,6 +29,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from bws import logs
+from bws.background import BackgroundTasks
 from bws.metrics import ENGINE_PENDING, ENGINE_REJECTED, MetricsInterceptor, serve_metrics
 from bws.storage import ObjectStore, StorageUnavailable
 
@@ -104,13 +105,12 @@ class EnginePool(Generic[Engine]):
 
 
 class StoreLater:
-    """Writes to the object store that a reply need not wait for (held until done: asyncio
-    keeps only weak references to tasks). A write that fails is only logged: whoever needs
-    the object and does not find it computes it again."""
+    """Writes to the object store that a reply need not wait for. A write that fails is only
+    logged: whoever needs the object and does not find it computes it again."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._writes: set[asyncio.Task[None]] = set()
+        self.writes = BackgroundTasks()
 
     def put(self, key: str, data: bytes, what: str) -> None:
         async def write() -> None:
@@ -119,9 +119,7 @@ class StoreLater:
             except StorageUnavailable:
                 log.warning("could not store %s; it will be computed again if needed", what)
 
-        task = asyncio.create_task(write())
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self.writes.spawn(write())
 
 
 @contextmanager

@@ -279,4 +279,5 @@ async def main() -> None:
         store,
         settings.metrics_listen,
     )
+    await servicer.later.writes.finish()  # results computed before the stop are kept
     pool.close()

@@ -12,7 +12,7 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bws import logs
+from bws.background import BackgroundTasks
 from bws.settings import GatewaySettings
 from bws.storage import ObjectStore
 from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
@@ -113,7 +114,7 @@ class Backends:
     calls: Admission = field(init=False)
     uploads: Admission = field(init=False)
     io: ThreadPoolExecutor = field(init=False)
-    background: set[asyncio.Task[None]] = field(init=False)
+    background: BackgroundTasks = field(init=False)  # work the replies need not wait for
     sample_counts: SampleCounts = field(init=False)
     cleanup_slots: asyncio.Semaphore = field(init=False)
 
@@ -122,25 +123,12 @@ class Backends:
         self.calls = Admission(self.settings.max_concurrent_calls, wait)
         self.uploads = Admission(self.settings.max_concurrent_uploads, wait)
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
-        self.background = set()
+        self.background = BackgroundTasks()
         self.sample_counts = SampleCounts()
         # Deleting the samples of refused calls waits its turn: under overload it must not
         # take the store from the calls that were accepted.
         self.cleanup_slots = asyncio.Semaphore(2)
 
-    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run work that the reply need not wait for (held here until done: asyncio keeps only
-        weak references to tasks)."""
-        task = asyncio.create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def finish_background(self, timeout: float = 5.0) -> None:
-        """Let background work finish (at shutdown), cancelling what takes longer."""
-        if self.background:
-            _, late = await asyncio.wait(set(self.background), timeout=timeout)
-            for task in late:
-                task.cancel()
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:
@@ -222,7 +210,7 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     janitor = asyncio.create_task(sweep_stale_samples(app[BACKENDS]))
     yield
     janitor.cancel()
-    await app[BACKENDS].finish_background()
+    await app[BACKENDS].background.finish()
     await liveness.close()
     await enroll.close()
     app[BACKENDS].io.shutdown(wait=True)

@@ -87,7 +87,7 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
     uploaded before the refusal go, so what the client uploads for its next attempt stays.
     """
     GATEWAY_REFUSED.labels(action).inc()
-    backends.in_background(_drop_samples(backends, claims, uploaded_before=time.time_ns()))
+    backends.background.spawn(_drop_samples(backends, claims, uploaded_before=time.time_ns()))
     log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
 
@@ -131,7 +131,7 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
     # The outcome is recorded before the reply (the app asks /extension/result next); the
     # samples are deleted just after it, which the reply need not wait for.
     await _record(backends, claims, record, action)
-    backends.in_background(_release(backends, claims, samples))
+    backends.background.spawn(_release(backends, claims, samples))
     return replies.result(request, root, result)
 
 

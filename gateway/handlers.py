@@ -113,11 +113,11 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
         await backends.storage(backends.store.delete, sample_objects(key))  # nothing half-written
         raise failure
     reply = cast(liveness_pb2.InspectSampleReply, outcomes[1])
-    backends.sample_counts.add(claims.token_id, claims.expires)
     codes = [e.error_code for e in reply.errors]
     if reply.accepted:
+        backends.sample_counts.add(claims.token_id, claims.expires)
         if claims.kind != tokens.TASK_LIVENESS_ONLY:
-            backends.in_background(prepare_sample(backends, ref, reply.aligned_face))
+            backends.background.spawn(prepare_sample(backends, ref, reply.aligned_face))
         return web.json_response({"Accepted": True, "Warnings": list(reply.warnings)})
     await backends.storage(backends.store.delete, sample_objects(key))
     if "InvalidSampleData" in codes or not codes:
