@@ -104,22 +104,39 @@ class EnginePool(Generic[Engine]):
                 close()
 
 
-class StoreLater:
-    """Writes to the object store that a reply need not wait for. A write that fails is only
-    logged: whoever needs the object and does not find it computes it again."""
+class SharedAnalyses:
+    """What a service computed from a sample (inspection, embedding), shared with the other
+    replicas of the service through the store, beside the sample (``BWS_SHARE_ANALYSES``).
 
-    def __init__(self, store: ObjectStore) -> None:
+    A replica keeps its own analyses in memory; the store is for a call that reaches another
+    replica. Writes happen after the reply, and one that fails is only logged: whoever needs
+    the object and does not find it computes it again. With sharing off nothing is written
+    or read, and a replica without the analysis in memory computes it from the sample.
+    """
+
+    def __init__(self, store: ObjectStore, enabled: bool) -> None:
         self.store = store
+        self.enabled = enabled
         self.writes = BackgroundTasks()
 
-    def put(self, key: str, data: bytes, what: str) -> None:
+    def offer(self, key: str, encode: Callable[[], bytes], what: str) -> None:
+        """Store ``encode()`` at ``key`` in the background, when sharing is on."""
+        if not self.enabled:
+            return
+
         async def write() -> None:
             try:
-                await asyncio.to_thread(self.store.put, key, data)
+                await asyncio.to_thread(self.store.put, key, encode())
             except StorageUnavailable:
                 log.warning("could not store %s; it will be computed again if needed", what)
 
         self.writes.spawn(write())
+
+    async def fetch(self, key: str) -> bytes | None:
+        """What another replica stored at ``key``; None when sharing is off or nothing is there."""
+        if not self.enabled:
+            return None
+        return await asyncio.to_thread(self.store.get, key)
 
 
 @contextmanager

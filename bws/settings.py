@@ -98,6 +98,11 @@ class StorageSettings:
     secure: bool = False  # BWS_S3_SECURE: use TLS
     region: str = "us-east-1"  # BWS_S3_REGION
     upload_expiry_days: int = 1  # BWS_UPLOAD_EXPIRY_DAYS: abandoned samples and token state expire
+    # BWS_SHARE_ANALYSES: store what the services compute from a sample (inspection, embedding)
+    # beside it, so that another replica can use it. Worth it with several replicas of a service
+    # (the Kubernetes manifests turn it on); with one, the replica's memory serves every call
+    # and the extra writes would only cost, so it is off by default.
+    share_analyses: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageSettings:
@@ -109,6 +114,7 @@ class StorageSettings:
             secure=_bool(env, "BWS_S3_SECURE", False),
             region=_get(env, "BWS_S3_REGION", "us-east-1"),
             upload_expiry_days=_int(env, "BWS_UPLOAD_EXPIRY_DAYS", 1, low=1),
+            share_analyses=_bool(env, "BWS_SHARE_ANALYSES", False),
         )
 
 

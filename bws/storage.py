@@ -4,8 +4,9 @@ Layout inside the bucket (keys, not bytes, travel between processes; the one exc
 upload, whose bytes the gateway sends along to the inspection while it stores them):
 
 - ``uploads/{token_id}/{index:06d}-{nanos:x}-{random}-{tag}`` — a sample uploaded with a token,
-  and beside it ``....face``: what the upload inspection found in it (face box, landmarks, mesh,
-  aligned crop), so that later steps need not decode and detect the image again; and
+  and beside it, when the services share their analyses (``BWS_SHARE_ANALYSES``, several
+  replicas), ``....face``: what the upload inspection found in it (face box, landmarks, mesh,
+  aligned crop), so that another replica need not decode and detect the image again; and
   ``....emb``: its embedding, computed ahead of the call that will use it.
 - ``claims/{token_id}/{sample name}`` — a marker written once, atomically, by the call that
   claimed the sample: no second call can use it. Samples and markers are deleted after the call.

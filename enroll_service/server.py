@@ -5,11 +5,11 @@ Samples without a usable face are skipped; none at all is the outcome NotEnoughS
 gRPC error. Where a sample's embedding comes from, cheapest first:
 
 1. a PrepareSample for it in this process, still running (awaited, not repeated) or done in
-   the last minutes (kept in memory until used);
-2. ``{key}.emb``, stored by an earlier PrepareSample on any replica (the gateway asks for one
-   at upload, so the embedding is computed while the client sends its next sample);
-3. the aligned crop the upload inspection stored beside the sample (``{key}.face``);
-4. the sample itself, decoded and detected here.
+   the last minutes (kept in memory until used); the gateway asks for one at upload, so the
+   embedding is computed while the client sends its next sample;
+2. with ``BWS_SHARE_ANALYSES`` on, ``{key}.emb`` stored by a PrepareSample on another replica,
+   else the aligned crop the upload inspection stored beside the sample (``{key}.face``);
+3. the sample itself, decoded and detected here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bws.faces import (
     embedding_to_bytes,
 )
 from bws.recent import RecentSamples
-from bws.service import EnginePool, StoreLater, guarded, rpc_context, serve
+from bws.service import EnginePool, SharedAnalyses, guarded, rpc_context, serve
 from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
@@ -86,7 +86,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
         self.recent: RecentSamples[np.ndarray] = RecentSamples()  # embeddings prepared in the last minutes
-        self.later = StoreLater(store)
+        self.shared = SharedAnalyses(store, settings.storage.share_analyses)
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
         if not CLASS_ID.match(class_id):
@@ -117,13 +117,13 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     async def _prepare_embedding(self, key: str, crop: np.ndarray | None) -> np.ndarray | None:
         if crop is None:
-            blob = await asyncio.to_thread(self.store.get, analysis_key(key))
+            blob = await self.shared.fetch(analysis_key(key))
             if blob is None:
                 return None
             crop = FaceAnalysis.from_bytes(blob).aligned
         [embedding] = await self.pool.run(self._embed_all, [crop], [])
         self.recent.put(key, embedding)
-        self.later.put(embedding_key(key), embedding_to_bytes(embedding), "a sample's embedding")
+        self.shared.offer(embedding_key(key), lambda: embedding_to_bytes(embedding), "a sample's embedding")
         log.info("prepared the embedding of a sample")
         return embedding
 
@@ -137,23 +137,22 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 return None
         embedding = self.recent.get(key, consume=True)
         if embedding is None:
-            blob = await asyncio.to_thread(self.store.get, embedding_key(key))
+            blob = await self.shared.fetch(embedding_key(key))
             embedding = None if blob is None else embedding_from_bytes(blob)
         return embedding
 
     async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
         """One embedding per sample that holds a usable face (see the module docstring).
 
-        What is kept in memory for the samples goes: a call is their last use (an enrollment
-        after a verification, with autoenroll, reads them from storage).
+        What is kept in memory for the samples goes: a call is their last use (Verify with
+        autoenroll adds the embeddings it has to the template itself).
         """
         prepared = await asyncio.gather(*(self._prepared(s.key) for s in samples))
         embeddings = [e for e in prepared if e is not None]
         unprepared = [s for s, e in zip(samples, prepared, strict=True) if e is None]
         if not unprepared:
             return embeddings
-        analyses = await asyncio.gather(*(asyncio.to_thread(self.store.get, analysis_key(s.key))
-                                          for s in unprepared))
+        analyses = await asyncio.gather(*(self.shared.fetch(analysis_key(s.key)) for s in unprepared))
         missing = [s for s, a in zip(unprepared, analyses, strict=True) if a is None]
         blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in missing))
         crops = [FaceAnalysis.from_bytes(a).aligned for a in analyses if a is not None]
@@ -169,10 +168,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 errors=[NO_USABLE_FACE],
                 template_status=template_status(class_id, await asyncio.to_thread(self.templates.get, class_id)),
             )
-        template, created = await asyncio.to_thread(
-            self.templates.add, class_id, embeddings, self.settings.max_template_images
-        )
-        await asyncio.to_thread(self.indexes.record_change, class_id)
+        template, created = await self._add_to_template(class_id, embeddings)
         log.info("enroll %s: %d of %d sample(s) added, template %s", class_id, len(embeddings),
                  len(samples), "created" if created else "updated")
         return enrollment_pb2.EnrollReply(
@@ -182,6 +178,14 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             enrolled_images=len(embeddings),
             template_status=template_status(class_id, template),
         )
+
+    async def _add_to_template(self, class_id: str, embeddings: list[np.ndarray]) -> tuple[Template, bool]:
+        """Add embeddings to the class's template (created when new); True when it was created."""
+        template, created = await asyncio.to_thread(
+            self.templates.add, class_id, embeddings, self.settings.max_template_images
+        )
+        await asyncio.to_thread(self.indexes.record_change, class_id)
+        return template, created
 
     def _embed_all(self, engine: EnrollEngine, crops: list[np.ndarray], blobs: list[bytes | None]) -> list[np.ndarray]:
         embeddings = [engine.embedder.embed_aligned(crop) for crop in crops]
@@ -218,9 +222,10 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                      context: grpc.aio.ServicerContext) -> enrollment_pb2.VerifyReply:
         with rpc_context(context):
             class_id = await self._class_id(request.class_id, context)
-            return await guarded(context, self._verify(class_id, list(request.samples)))
+            return await guarded(context, self._verify(class_id, list(request.samples), request.autoenroll))
 
-    async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.VerifyReply:
+    async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef],
+                      autoenroll: bool) -> enrollment_pb2.VerifyReply:
         threshold = self.settings.match_threshold
         template, embeddings = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
                                                     self._embeddings(samples))
@@ -234,9 +239,12 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                                               errors=[NO_USABLE_FACE])
         similarity = score(centroid(embeddings), centroid(template.matrix()))
+        verified = similarity >= threshold
         log.info("verify %s: score %.3f (threshold %.3f)", class_id, similarity, threshold)
-        return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=similarity >= threshold,
-                                          score=similarity, threshold=threshold)
+        if verified and autoenroll:  # the embeddings at hand, not computed again in a second call
+            await self._add_to_template(class_id, embeddings)
+        return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=verified,
+                                          score=similarity, threshold=threshold, enrolled=verified and autoenroll)
 
     async def Search(self, request: enrollment_pb2.SearchRequest,
                      context: grpc.aio.ServicerContext) -> enrollment_pb2.SearchReply:
@@ -279,5 +287,5 @@ async def main() -> None:
         store,
         settings.metrics_listen,
     )
-    await servicer.later.writes.finish()  # results computed before the stop are kept
+    await servicer.shared.writes.finish()  # results computed before the stop are kept
     pool.close()

@@ -165,15 +165,12 @@ async def _enroll(backends: Backends, claims: tokens.Token, samples: list[Stored
 async def _verify(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:
     reply = await backends.call(
         backends.enrollment.Verify,
-        enrollment_pb2.VerifyRequest(class_id=str(claims.bcid), samples=sample_refs(samples)),
+        enrollment_pb2.VerifyRequest(class_id=str(claims.bcid), samples=sample_refs(samples),
+                                     autoenroll=claims.autoenroll),
     )
     if reply.errors:
         raise Outcome(reply.errors[0].error_code)
-    if not reply.verified:
-        return {"Success": False}  # not recognized: BWS sends no Error
-    if claims.autoenroll:
-        await _enroll(backends, claims, samples)
-    return {"Success": True}
+    return {"Success": reply.verified}  # not recognized: BWS sends no Error
 
 
 async def _identify(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> Result:

@@ -18,7 +18,7 @@ from bws import images, logs
 from bws.faces import FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
 from bws.metrics import LIVENESS_DECISIONS
 from bws.recent import RecentSamples
-from bws.service import EnginePool, StoreLater, guarded, rpc_context, serve
+from bws.service import EnginePool, SharedAnalyses, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
 from bws.storage import ObjectStore, analysis_key
 from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
@@ -58,7 +58,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         self.store = store
         self.pool = pool
         self.recent: RecentSamples[FaceAnalysis] = RecentSamples()  # inspections of the last minutes
-        self.later = StoreLater(store)
+        self.shared = SharedAnalyses(store, settings.storage.share_analyses)
 
     async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
@@ -77,9 +77,9 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         if analysis is not None:
             self.recent.put(key, analysis)
             reply.aligned_face = analysis.aligned.tobytes()
-            # Stored after the reply: this replica answers from memory, and one that finds no
-            # inspection computes the mesh again from the sample (slower, same result).
-            self.later.put(analysis_key(key), analysis.to_bytes(), "a sample's inspection")
+            # This replica answers from memory; another one finds the inspection in the store
+            # (when shared) or computes the mesh again from the sample (slower, same result).
+            self.shared.offer(analysis_key(key), analysis.to_bytes, "a sample's inspection")
         return reply
 
     def _inspect_bytes(self, engine: LivenessEngine,
@@ -119,22 +119,22 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             return await guarded(context, self._check(request))
 
     async def _analysis(self, key: str) -> FaceAnalysis | None:
-        """The inspection of a sample: from memory when this replica made it, else from storage."""
+        """The inspection of a sample: from memory when this replica made it, else as shared by another."""
         analysis = self.recent.get(key, consume=True)  # a sample serves one call
         if analysis is None:
-            blob = await asyncio.to_thread(self.store.get, analysis_key(key))
+            blob = await self.shared.fetch(analysis_key(key))
             analysis = FaceAnalysis.from_bytes(blob) if blob else None
         return analysis
 
     async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
         samples = sorted(request.samples, key=lambda s: s.index)
-        analyses = await asyncio.gather(*(self._analysis(s.key) for s in samples))
-        meshes: list[FaceMesh | None] = [a.mesh if a else None for a in analyses]
+        analyses = list(await asyncio.gather(*(self._analysis(s.key) for s in samples)))
         missing = [i for i, a in enumerate(analyses) if a is None]
-        if missing:  # samples that were not inspected at upload (e.g. POST /livedetection)
+        if missing:  # not inspected at upload (POST /livedetection), or by another replica
             blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, samples[i].key) for i in missing))
-            for i, mesh in zip(missing, await self.pool.run(self._meshes, blobs), strict=True):
-                meshes[i] = mesh
+            for i, analysis in zip(missing, await self.pool.run(self._analyze_all, blobs), strict=True):
+                analyses[i] = analysis
+        meshes: list[FaceMesh | None] = [a.mesh if a else None for a in analyses]
         decision = liveness.decide(
             meshes,
             [s.tag for s in samples],
@@ -172,22 +172,22 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             reply.errors.append(_error(decision.error_code, decision.message))
         return reply
 
-    def _meshes(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceMesh | None]:
-        """The face mesh of each sample; None where it is missing, undecodable or faceless."""
-        meshes: list[FaceMesh | None] = []
-        for data in blobs:
-            mesh = None
-            if data is not None:
-                try:
-                    image = images.decode(data)
-                except images.InvalidImage:
-                    image = None
-                if image is not None:
-                    faces = engine.detector.detect(image, min_face_size=self.settings.min_face_size_px)
-                    if faces:
-                        mesh = engine.landmarker.mesh(image, faces[0])
-            meshes.append(mesh)
-        return meshes
+    def _analyze_all(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceAnalysis | None]:
+        """What the upload inspection finds in each sample; None where it is missing, undecodable or faceless."""
+        return [self._analyze(engine, data) for data in blobs]
+
+    def _analyze(self, engine: LivenessEngine, data: bytes | None) -> FaceAnalysis | None:
+        if data is None:
+            return None
+        try:
+            image = images.decode(data)
+        except images.InvalidImage:
+            return None
+        faces = engine.detector.detect(image, min_face_size=self.settings.min_face_size_px)
+        if not faces:
+            return None
+        return FaceAnalysis(face=faces[0], aligned=align_face(image, faces[0]),
+                            mesh=engine.landmarker.mesh(image, faces[0]))
 
 
 async def main() -> None:
@@ -206,5 +206,5 @@ async def main() -> None:
         store,
         settings.metrics_listen,
     )
-    await servicer.later.writes.finish()  # results computed before the stop are kept
+    await servicer.shared.writes.finish()  # results computed before the stop are kept
     pool.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import cv2
 import grpc
 import numpy as np
 import pytest
 
-from bws.faces import embedding_from_bytes
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
 from tests import facegen
@@ -17,16 +16,30 @@ from tests import facegen
 pytestmark = pytest.mark.e2e
 
 
+@dataclass(frozen=True)
+class Inspected:
+    """A sample stored and inspected as the gateway does at upload (bytes sent along)."""
+
+    ref: common_pb2.SampleRef
+    reply: liveness_pb2.InspectSampleReply
+
+
+def inspected_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[str],
+                      stub: liveness_pb2_grpc.LivenessServiceStub) -> list[Inspected]:
+    token_id = "grpc-" + np.random.default_rng().bytes(6).hex()
+    samples = []
+    for index, (frame, tag) in enumerate(zip(frames, tags, strict=True)):
+        data = cv2.imencode(".png", frame)[1].tobytes()
+        ref = common_pb2.SampleRef(key=store.put_sample(token_id, index, tag, data, "image/png"), tag=tag, index=index)
+        reply = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=data), timeout=30)
+        assert reply.accepted
+        samples.append(Inspected(ref, reply))
+    return samples
+
+
 def stored_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[str],
                    stub: liveness_pb2_grpc.LivenessServiceStub) -> list[common_pb2.SampleRef]:
-    token_id = "grpc-" + np.random.default_rng().bytes(6).hex()
-    refs = []
-    for index, (frame, tag) in enumerate(zip(frames, tags, strict=True)):
-        key = store.put_sample(token_id, index, tag, cv2.imencode(".png", frame)[1].tobytes(), "image/png")
-        ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
-        assert stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref), timeout=30).accepted
-        refs.append(ref)
-    return refs
+    return [sample.ref for sample in inspected_samples(store, frames, tags, stub)]
 
 
 def test_check_liveness_returns_its_evidence(stack, store: ObjectStore) -> None:
@@ -37,12 +50,13 @@ def test_check_liveness_returns_its_evidence(stack, store: ObjectStore) -> None:
         refs = stored_samples(store, frames, ["any", "up", "left"], stub)
         request = liveness_pb2.CheckLivenessRequest(samples=refs, challenge_directions=["up", "left"])
         reply = stub.CheckLiveness(request, timeout=30)
-        # The service answered from its memory of the inspections; asked again (as another
-        # replica would be), it reads them from storage and decides the same.
-        assert all(store.exists(analysis_key(ref.key)) for ref in refs)
+        # The service answered from its memory of the inspections, which the call used up;
+        # asked again (as another replica would be), it inspects the samples again and
+        # decides the same. By default nothing but the samples went to the store.
         again = stub.CheckLiveness(request, timeout=30)
         assert again.live and len(again.samples) == 3
-        assert again.liveness_score == pytest.approx(reply.liveness_score, abs=1e-4)  # stored as float32
+        assert again.liveness_score == pytest.approx(reply.liveness_score, abs=1e-4)
+        assert not any(store.exists(analysis_key(ref.key)) for ref in refs)
     assert reply.live and reply.challenge_met and reply.usable_samples == 3
     assert [p.expected_direction for p in reply.pairs] == ["up", "left"]
     assert all(p.direction_followed and p.planarity_residual > 0 for p in reply.pairs)
@@ -83,23 +97,25 @@ def test_prepared_embeddings_serve_the_enrollment(stack, store: ObjectStore) -> 
     partition = int(np.random.default_rng().integers(10**6, 10**7))
     with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as liveness_channel, \
             grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
-        refs = stored_samples(store, frames, ["any", "right"], liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
+        samples = inspected_samples(store, frames, ["any", "right"],
+                                    liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
+        refs = [sample.ref for sample in samples]
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        for ref in refs:
-            assert stub.PrepareSample(enrollment_pb2.PrepareSampleRequest(sample=ref), timeout=30).prepared
-        for ref in refs:  # stored just after the reply
-            deadline = time.monotonic() + 5
-            while embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        # With the samples and their inspection gone, only the prepared embeddings are left to use.
-        store.delete([key for ref in refs for key in (ref.key, analysis_key(ref.key))])
+        for sample in samples:
+            request = enrollment_pb2.PrepareSampleRequest(sample=sample.ref, aligned_face=sample.reply.aligned_face)
+            assert stub.PrepareSample(request, timeout=30).prepared
+        # With the samples gone, only the embeddings kept in the service's memory are left to use.
+        store.delete([ref.key for ref in refs])
         enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)
         assert enrolled.enrolled_images == 2
-        # A sample without an inspection cannot be prepared; the reply says so, it is no error.
+        # They were used up: a second enrollment of the same (deleted) samples finds no face.
+        again = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/2", samples=refs), timeout=30)
+        assert again.errors[0].error_code == "NotEnoughSamples"
+        # By default nothing is stored beside a sample, and a sample that was neither sent
+        # along nor inspected cannot be prepared; the reply says so, it is no error.
+        assert not any(store.exists(embedding_key(ref.key)) for ref in refs)
         missing = common_pb2.SampleRef(key=refs[0].key + "-gone", tag="any", index=0)
         assert not stub.PrepareSample(enrollment_pb2.PrepareSampleRequest(sample=missing), timeout=30).prepared
-        store.delete([embedding_key(ref.key) for ref in refs])
 
 
 def test_inspection_uses_the_bytes_sent_along(stack, store: ObjectStore) -> None:
@@ -109,10 +125,5 @@ def test_inspection_uses_the_bytes_sent_along(stack, store: ObjectStore) -> None
         stub = liveness_pb2_grpc.LivenessServiceStub(channel)
         reply = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame), timeout=30)
         assert reply.accepted and len(reply.aligned_face) == 112 * 112 * 3  # the sample was never stored
-        deadline = time.monotonic() + 5  # the inspection is stored just after the reply
-        while not store.exists(analysis_key(ref.key)):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         corrupt = stub.InspectSample(liveness_pb2.InspectSampleRequest(sample=ref, data=frame[:500]), timeout=30)
         assert not corrupt.accepted and corrupt.errors[0].error_code == "InvalidSampleData"
-    store.delete([analysis_key(ref.key)])
