@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bws.settings import EnrollSettings, GatewaySettings, SettingsError, parse_bool, redacted
+from bws.settings import EnrollSettings, GatewaySettings, LivenessSettings, SettingsError, parse_bool, redacted
 
 STORAGE = {"BWS_S3_ENDPOINT": "127.0.0.1:9000", "BWS_S3_ACCESS_KEY": "ak", "BWS_S3_SECRET_KEY": "sk-secret"}
 APPS = json.dumps([{"id": "a", "secret": "0123456789abcdef", "storage": "bws", "partitions": [1, 2]}])
@@ -15,6 +15,14 @@ APPS = json.dumps([{"id": "a", "secret": "0123456789abcdef", "storage": "bws", "
 
 def gateway_env(**changes: str) -> dict[str, str]:
     return {**STORAGE, "BWS_APPS": APPS, "BWS_TOKEN_SECRET": "t" * 32, **changes}
+
+
+def test_analyses_are_shared_through_the_store_only_when_asked() -> None:
+    # One replica per service (the dev run) serves every call from memory; several need the store.
+    assert not LivenessSettings.from_env(STORAGE).storage.share_analyses
+    assert LivenessSettings.from_env({**STORAGE, "BWS_SHARE_ANALYSES": "true"}).storage.share_analyses
+    with pytest.raises(SettingsError, match="BWS_SHARE_ANALYSES"):
+        LivenessSettings.from_env({**STORAGE, "BWS_SHARE_ANALYSES": "maybe"})
 
 
 def test_gateway_settings_read_apps_and_defaults() -> None:
