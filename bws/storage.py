@@ -93,11 +93,6 @@ def embedding_key(sample_key: str) -> str:
     return sample_key + ".emb"
 
 
-def sample_objects(sample_key: str) -> list[str]:
-    """A sample's key and the keys of everything stored beside it."""
-    return [sample_key, analysis_key(sample_key), embedding_key(sample_key)]
-
-
 def class_key(class_id: str) -> str:
     """The template key of a canonical class id ``storage/partition/classid``."""
     return TEMPLATES + class_id
@@ -234,6 +229,12 @@ class ObjectStore:
         self.put(key, data, content_type)
         return key
 
+    def sample_objects(self, sample_key: str) -> list[str]:
+        """A sample's key and the keys of what the services may have stored beside it."""
+        if not self.settings.share_analyses:  # nothing is (each missing key costs the store a lookup)
+            return [sample_key]
+        return [sample_key, analysis_key(sample_key), embedding_key(sample_key)]
+
     def samples(self, token_id: str) -> list[StoredSample]:
         """The token's uploaded samples, in order."""
         found = (StoredSample.from_key(k) for k in self.list_keys(f"{UPLOADS}{token_id}/"))
@@ -257,7 +258,7 @@ class ObjectStore:
         """Delete claimed samples and their claim markers: a sample serves one call only."""
         keys = []
         for sample in samples:
-            keys += [*sample_objects(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
+            keys += [*self.sample_objects(sample.key), f"{CLAIMS}{token_id}/{sample.key.rsplit('/', 1)[-1]}"]
         self.delete(keys)
 
     def delete_stale(self, max_age_seconds: float) -> int:

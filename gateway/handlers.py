@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bws import __version__, images
 from bws.metrics import GATEWAY_REFUSED
-from bws.storage import SAMPLE_TAGS, StoredSample, sample_objects
+from bws.storage import SAMPLE_TAGS, StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
@@ -110,7 +110,7 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
     )
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
     if failure is not None:
-        await backends.storage(backends.store.delete, sample_objects(key))  # nothing half-written
+        await backends.storage(backends.store.delete, backends.store.sample_objects(key))  # nothing half-written
         raise failure
     reply = cast(liveness_pb2.InspectSampleReply, outcomes[1])
     codes = [e.error_code for e in reply.errors]
@@ -119,7 +119,7 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
         if claims.kind != tokens.TASK_LIVENESS_ONLY:
             backends.background.spawn(prepare_sample(backends, ref, reply.aligned_face))
         return web.json_response({"Accepted": True, "Warnings": list(reply.warnings)})
-    await backends.storage(backends.store.delete, sample_objects(key))
+    await backends.storage(backends.store.delete, backends.store.sample_objects(key))
     if "InvalidSampleData" in codes or not codes:
         message = reply.errors[0].message if reply.errors else "The sample could not be read."
         raise ApiError(400, message)

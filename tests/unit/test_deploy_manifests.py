@@ -380,8 +380,8 @@ def test_each_process_gets_a_complete_valid_configuration(docs: list[dict[str, A
     for doc in (find(docs, "Deployment", n) for n in (GATEWAY, LIVENESS, ENROLL)):
         assert container_env(doc, docs)["BWS_LOG_FORMAT"] == "json"
     # Calls are spread over several replicas of each service: what one computed from a sample
-    # must reach the others.
-    assert liveness.storage.share_analyses and enroll.storage.share_analyses
+    # must reach the others (and the gateway deletes it with the sample).
+    assert gateway.storage.share_analyses and liveness.storage.share_analyses and enroll.storage.share_analyses
 
 
 def test_every_bws_variable_in_the_manifests_is_a_known_setting(docs: list[dict[str, Any]]) -> None:
