@@ -4,7 +4,7 @@ They share one flow (``run``), so every call behaves the same way:
 
 1. verify the token (401) and that its task allows this call (403);
    with ``BWS_MAX_CONCURRENT_CALLS`` calls already in flight, answer ``ExecutionOfJobTimedOut``
-   at once (the samples are dropped, the try is kept);
+   at once (the samples are dropped once the accepted calls are done, the try is kept);
 2. claim the samples uploaded with the token, atomically (400 when there are none);
 3. count one try, atomically, also across gateway replicas (403 when used up);
 4. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
@@ -83,11 +83,14 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
                       root: str) -> web.Response:
     """Too many calls in flight: answer at once, drop the samples, keep the try.
 
-    The samples are deleted after the reply, which waits for no store round trip; only those
-    uploaded before the refusal go, so what the client uploads for its next attempt stays.
+    The samples are deleted after the reply, which waits for no store round trip, and after
+    the accepted calls (``DeferredDrops``); only those uploaded before the refusal go, so what
+    the client uploads for its next attempt stays.
     """
     GATEWAY_REFUSED.labels(action).inc()
-    backends.background.spawn(_drop_samples(backends, claims, uploaded_before=time.time_ns()))
+    uploaded_before = time.time_ns()
+    backends.refused_samples.defer(claims.token_id,
+                                   lambda: _drop_samples(backends, claims, uploaded_before=uploaded_before))
     log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
 
@@ -104,6 +107,7 @@ async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_befor
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
                         root: str, perform: Perform) -> web.Response:
+    await backends.refused_samples.settle(claims.token_id)  # an earlier refused call's samples go first
     samples = await backends.storage(backends.store.claim_samples, claims.token_id)
     if not samples:
         raise ApiError(400, "No samples have been uploaded with this token.")

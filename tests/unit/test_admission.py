@@ -1,10 +1,13 @@
-"""Gateway admission: a limit on requests in flight, with a short first-come-first-served wait."""
+"""Gateway admission: a limit on requests in flight, with a short first-come-first-served wait;
+and the deferred deletion of refused calls' samples."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
-from gateway.backends import Admission
+from bws.background import BackgroundTasks
+from gateway.backends import Admission, DeferredDrops
 
 
 async def test_within_the_limit_requests_enter_at_once() -> None:
@@ -69,3 +72,47 @@ async def test_no_more_requests_wait_than_the_limit() -> None:
     assert not await admission.enter()  # the one place in the queue is taken: refused at once
     admission.leave()
     assert await waiting
+
+
+# -- the samples of refused calls ------------------------------------------------------------
+
+
+def recording_drop(log: list[str], name: str) -> Callable[[], Awaitable[None]]:
+    async def drop() -> None:
+        log.append(name)
+    return drop
+
+
+async def test_a_refused_calls_samples_go_once_the_accepted_calls_are_done() -> None:
+    calls = Admission(limit=1, wait_seconds=0)
+    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=5.0)
+    dropped: list[str] = []
+    assert await calls.enter()  # an accepted call in flight
+    drops.defer("token", recording_drop(dropped, "refused"))
+    await asyncio.sleep(0.05)
+    assert dropped == []  # the store is left to the accepted call
+    calls.leave()
+    await asyncio.sleep(0.01)
+    assert dropped == ["refused"]
+
+
+async def test_under_steady_load_the_samples_go_after_the_longest_delay() -> None:
+    calls = Admission(limit=1, wait_seconds=0)
+    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=0.05)
+    dropped: list[str] = []
+    assert await calls.enter()  # never leaves
+    drops.defer("token", recording_drop(dropped, "refused"))
+    await asyncio.sleep(0.2)
+    assert dropped == ["refused"]
+
+
+async def test_a_later_call_with_the_token_has_the_drop_done_first() -> None:
+    calls = Admission(limit=1, wait_seconds=0)
+    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=5.0)
+    dropped: list[str] = []
+    assert await calls.enter()
+    drops.defer("token", recording_drop(dropped, "refused"))
+    drops.defer("other", recording_drop(dropped, "other"))
+    await asyncio.wait_for(drops.settle("token"), 1.0)  # the call on the same token
+    assert dropped == ["refused"]
+    await drops.settle("unknown")  # nothing pending: returns at once
