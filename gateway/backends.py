@@ -100,10 +100,12 @@ class DeferredDrops:
     within that second).
     """
 
-    def __init__(self, calls: Admission, background: BackgroundTasks, max_delay: float) -> None:
+    def __init__(self, calls: Admission, background: BackgroundTasks, max_delay: float, at_once: int = 2) -> None:
         self._calls = calls
         self._background = background
         self.max_delay = max_delay
+        # Under sustained overload, the drops too take their turn: a few at a time.
+        self._slots = asyncio.Semaphore(at_once)
         self._pending: dict[str, list[tuple[asyncio.Event, asyncio.Future[None]]]] = {}
 
     def defer(self, token_id: str, drop: Callable[[], Awaitable[None]]) -> None:
@@ -116,7 +118,8 @@ class DeferredDrops:
             waits = [asyncio.ensure_future(now.wait()), asyncio.ensure_future(self._calls.idle())]
             try:
                 await asyncio.wait(waits, timeout=self.max_delay, return_when=asyncio.FIRST_COMPLETED)
-                await drop()
+                async with self._slots:
+                    await drop()
             finally:
                 for wait in waits:
                     wait.cancel()
@@ -175,7 +178,6 @@ class Backends:
     io: ThreadPoolExecutor = field(init=False)
     background: BackgroundTasks = field(init=False)  # work the replies need not wait for
     sample_counts: SampleCounts = field(init=False)
-    cleanup_slots: asyncio.Semaphore = field(init=False)
     refused_samples: DeferredDrops = field(init=False)
 
     def __post_init__(self) -> None:
@@ -185,11 +187,7 @@ class Backends:
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
         self.background = BackgroundTasks()
         self.sample_counts = SampleCounts()
-        # Deleting the samples of refused calls waits its turn: under overload it must not
-        # take the store from the calls that were accepted.
-        self.cleanup_slots = asyncio.Semaphore(2)
         self.refused_samples = DeferredDrops(self.calls, self.background, max_delay=1.0)
-
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:

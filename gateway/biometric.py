@@ -96,13 +96,12 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
 
 
 async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_before: int) -> None:
-    async with backends.cleanup_slots:
-        try:
-            samples = await backends.storage(backends.store.samples, claims.token_id)
-        except Exception:
-            log.warning("could not list the samples of a refused call; the sweeper will remove them")
-            return
-        await _release(backends, claims, [s for s in samples if s.arrival <= uploaded_before])
+    try:
+        samples = await backends.storage(backends.store.samples, claims.token_id)
+    except Exception:
+        log.warning("could not list the samples of a refused call; the sweeper will remove them")
+        return
+    await _release(backends, claims, [s for s in samples if s.arrival <= uploaded_before])
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
