@@ -1,8 +1,9 @@
 """A small in-process memory of what a service computed moments ago for a sample.
 
-The object store is the record every replica shares; this only spares a read when the same
-replica is asked about the same sample soon after (the usual case: upload, then the call).
-Entries are biometric data, so they are few, short-lived, and dropped once used.
+The usual case is that the replica that inspected or embedded a sample at upload also serves
+the call that uses it; another replica finds it in the store (``BWS_SHARE_ANALYSES``) or
+computes it again. Entries are biometric data, so they are few, short-lived, and dropped once
+used.
 """
 
 from __future__ import annotations

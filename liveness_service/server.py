@@ -1,4 +1,4 @@
-"""The liveness service's gRPC servicer: reads samples from storage by key, runs the engine.
+"""The liveness service's gRPC servicer: samples (sent along, or read by key) in, the engine's findings out.
 
 The servicer only translates: protobuf in, plain functions (``inspection``, ``liveness``)
 on a model worker, protobuf out. Expected outcomes (no face, not live, challenge not met)

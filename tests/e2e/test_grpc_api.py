@@ -37,6 +37,15 @@ def inspected_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[s
     return samples
 
 
+def prepare(stub: enrollment_pb2_grpc.EnrollmentServiceStub,
+            samples: list[Inspected]) -> list[common_pb2.SampleRef]:
+    """Have the enrollment service embed inspected samples ahead, as the gateway does."""
+    for sample in samples:
+        request = enrollment_pb2.PrepareSampleRequest(sample=sample.ref, aligned_face=sample.reply.aligned_face)
+        assert stub.PrepareSample(request, timeout=30).prepared
+    return [sample.ref for sample in samples]
+
+
 def stored_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[str],
                    stub: liveness_pb2_grpc.LivenessServiceStub) -> list[common_pb2.SampleRef]:
     return [sample.ref for sample in inspected_samples(store, frames, tags, stub)]
@@ -99,11 +108,8 @@ def test_prepared_embeddings_serve_the_enrollment(stack, store: ObjectStore) -> 
             grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
         samples = inspected_samples(store, frames, ["any", "right"],
                                     liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
-        refs = [sample.ref for sample in samples]
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        for sample in samples:
-            request = enrollment_pb2.PrepareSampleRequest(sample=sample.ref, aligned_face=sample.reply.aligned_face)
-            assert stub.PrepareSample(request, timeout=30).prepared
+        refs = prepare(stub, samples)
         # With the samples gone, only the embeddings kept in the service's memory are left to use.
         store.delete([ref.key for ref in refs])
         enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)

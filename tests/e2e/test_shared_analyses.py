@@ -20,7 +20,7 @@ from bws.v1 import enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_p
 from tests import facegen
 from tests.e2e.conftest import running_stack, store_of
 from tests.e2e.test_enroll import enroll_token, upload_face
-from tests.e2e.test_grpc_api import inspected_samples
+from tests.e2e.test_grpc_api import inspected_samples, prepare
 from tests.support.client import BwsClient, claims_of
 from tests.support.storage import kept_for_token
 
@@ -72,11 +72,8 @@ def test_another_replica_enrolls_from_the_stored_embeddings(sharing_stack: Stack
             grpc.insecure_channel(f"127.0.0.1:{sharing_stack.enroll_port}") as channel:
         samples = inspected_samples(store, frames, ["any", "right"],
                                     liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
-        refs = [s.ref for s in samples]
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        for sample in samples:
-            request = enrollment_pb2.PrepareSampleRequest(sample=sample.ref, aligned_face=sample.reply.aligned_face)
-            assert stub.PrepareSample(request, timeout=30).prepared
+        refs = prepare(stub, samples)
         wait_for(store, [embedding_key(ref.key) for ref in refs])
         assert all(embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is not None for ref in refs)
         first = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)
