@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 import time
 
 import aiohttp_cors
@@ -81,8 +83,29 @@ def create_app(settings: GatewaySettings) -> web.Application:
     return app
 
 
+# Above its mmap threshold glibc maps fresh pages for an allocation and unmaps them on free,
+# so each body chunk asyncio reads (up to 256 KB), each joined upload and each serialized
+# 450 KB gRPC message paid for mapping and zeroing its pages again: about 1,900 page faults
+# and 4 ms of CPU per enrollment, and draining a refused 600 KB upload cost 1.2 ms instead of
+# 0.2. With these thresholds freed buffers are reused (the memory stays with the process).
+MMAP_THRESHOLD_BYTES = 16 * 1024 * 1024  # above the largest body (BWS_MAX_UPLOAD_BYTES, 8 MB)
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+
+
+def reuse_freed_buffers() -> bool:
+    """Have glibc keep large freed buffers for reuse; False (and nothing done) on another libc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)  # the C library already loaded into this process
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES))
+
+
 def main() -> None:
     logs.setup("gateway")
+    if not reuse_freed_buffers():
+        log.info("not a glibc process: large buffers are allocated as the C library decides")
     settings = GatewaySettings.from_env()
     log.info("settings: %s", redacted(settings))
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
