@@ -18,8 +18,9 @@ upload, whose bytes the gateway sends along to the inspection while it stores th
   every enrollment service replica's in-memory search index current (see enroll_service/matching.py).
 
 A lifecycle rule expires ``uploads/``, ``claims/`` and ``tokens/`` after a day, so abandoned
-samples do not linger. Atomic creation uses S3 conditional writes (``If-None-Match: *`` and
-``If-Match: <etag>``), which MinIO and SeaweedFS both honour.
+samples do not linger, and change-log entries after ``INDEX_LOG_EXPIRY_DAYS``. Atomic creation
+uses S3 conditional writes (``If-None-Match: *`` and ``If-Match: <etag>``), which MinIO and
+SeaweedFS both honour.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ UPLOADS = "uploads/"
 CLAIMS = "claims/"
 TOKENS = "tokens/"
 TEMPLATES = "templates/"
+INDEXES = "indexes/"
+# Running replicas read the change log as it grows (before each search); a replica that has
+# not read it for half this time builds its index from the templates instead. So old entries
+# can go, and the log does not grow with every enrollment ever made.
+INDEX_LOG_EXPIRY_DAYS = 7
 SAMPLE_TAGS = ("any", "up", "down", "left", "right")
 
 
@@ -134,10 +140,11 @@ class ObjectStore:
                     if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
             days = self.settings.upload_expiry_days
+            expiry = {UPLOADS: days, CLAIMS: days, TOKENS: days, INDEXES: INDEX_LOG_EXPIRY_DAYS}
             rules = [
                 Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=f"expire-{prefix[:-1]}",
-                     expiration=Expiration(days=days))
-                for prefix in (UPLOADS, CLAIMS, TOKENS)
+                     expiration=Expiration(days=after))
+                for prefix, after in expiry.items()
             ]
             self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig(rules))
 

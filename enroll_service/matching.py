@@ -11,6 +11,9 @@ product plus a partial sort. The index is built from the templates in storage at
 kept current through a change log in storage (``indexes/{storage}/{partition}/log/...``): every
 enrollment or deletion, by any replica, appends an entry naming the class; before each search
 the index reads the entries it has not applied (one LIST request) and reloads those classes.
+Building an index reads no old entries, so start-up costs the same however long the log has
+grown; entries expire (``INDEX_LOG_EXPIRY_DAYS``), and an index that has not read the log for
+half that time is built again.
 """
 
 from __future__ import annotations
@@ -25,18 +28,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bws.storage import TEMPLATES, ObjectStore
+from bws.storage import INDEX_LOG_EXPIRY_DAYS, INDEXES, TEMPLATES, ObjectStore
 from enroll_service.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
-INDEXES = "indexes/"
 # Replicas' clocks may differ by this much: every RESCAN_SECONDS the log is read again from
 # this far before the newest applied entry, to pick up entries a replica with a late clock
 # wrote "in the past" (applying an entry twice is harmless). Between rescans a catch-up lists
 # only the entries after the newest applied one, usually none.
 CLOCK_SKEW_NANOS = 30 * 1_000_000_000
 RESCAN_SECONDS = 10.0
+# Entries the index has not read may have expired after this long: build it again instead.
+REBUILD_AFTER_SECONDS = INDEX_LOG_EXPIRY_DAYS * 24 * 3600 / 2
 
 
 def centroid(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -110,8 +114,9 @@ class PartitionIndex:
 class _Cached:
     index: PartitionIndex
     applied: set[str]  # log entries already applied (within the skew window)
-    newest: str  # the newest applied entry ("" when none)
+    newest: str  # the newest applied entry, or the log position the index was built at
     rescanned: float = field(default_factory=time.monotonic)
+    read: float = field(default_factory=time.monotonic)  # when the log was last read
 
 
 class IndexCache:
@@ -135,7 +140,7 @@ class IndexCache:
         prefix = f"{storage}/{partition}"
         with self._lock:  # one partition update or search at a time: the matrix is replaced in place
             cached = self._partitions.get(prefix)
-            if cached is None:
+            if cached is None or time.monotonic() - cached.read > REBUILD_AFTER_SECONDS:
                 cached = self._partitions[prefix] = self._build(prefix)
             else:
                 self._catch_up(prefix, cached)
@@ -150,8 +155,10 @@ class IndexCache:
 
     def _build(self, prefix: str) -> _Cached:
         began = time.monotonic()
-        # Entries written while the templates are read are applied again on the next catch-up.
-        entries = self._log_entries(prefix, None)
+        # The templates read below already hold every change logged before now. The next
+        # catch-up applies the entries from CLOCK_SKEW_NANOS before now again (harmless): so
+        # none written while the templates are read, or by a replica with a late clock, is missed.
+        built_at = f"{INDEXES}{prefix}/log/{max(0, time.time_ns() - CLOCK_SKEW_NANOS):020d}"
         class_ids = [k[len(TEMPLATES):] for k in self.store.list_keys(f"{TEMPLATES}{prefix}/")]
         index = PartitionIndex()
         with ThreadPoolExecutor(16) as pool:
@@ -159,7 +166,7 @@ class IndexCache:
         index.put_many([(c, centroid(t.matrix())) for c, t in zip(class_ids, loaded, strict=True)
                         if t is not None and t.current_encoder and t.embeddings])
         log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
-        return _Cached(index, set(entries), max(entries, default=""))
+        return _Cached(index, applied=set(), newest=built_at)
 
     def _catch_up(self, prefix: str, cached: _Cached) -> None:
         start: str | None = cached.newest or None
@@ -167,6 +174,7 @@ class IndexCache:
             start = f"{INDEXES}{prefix}/log/{max(0, self._nanos(cached.newest) - CLOCK_SKEW_NANOS):020d}"
             cached.rescanned = time.monotonic()
         fresh = [e for e in self._log_entries(prefix, start) if e not in cached.applied]
+        cached.read = time.monotonic()
         if not fresh:
             return
         for class_id in {f"{prefix}/{entry.rsplit('-', 1)[-1]}" for entry in fresh}:

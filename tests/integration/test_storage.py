@@ -6,17 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bws.storage import ObjectStore, PreconditionFailed, StorageUnavailable
+from bws.storage import INDEX_LOG_EXPIRY_DAYS, ObjectStore, PreconditionFailed, StorageUnavailable
 from tests.integration.conftest import S3Server
 
 pytestmark = pytest.mark.integration
 
 
-def test_bucket_gets_an_expiry_rule_for_transient_data(store: ObjectStore) -> None:
+def test_bucket_gets_expiry_rules_for_transient_data_and_the_change_log(store: ObjectStore) -> None:
     rules = store.client.get_bucket_lifecycle(store.bucket).rules
-    prefixes = {rule.rule_filter.prefix for rule in rules}
-    assert {"uploads/", "claims/", "tokens/"} <= prefixes
-    assert all(rule.expiration.days == 1 for rule in rules)
+    days = {rule.rule_filter.prefix: rule.expiration.days for rule in rules}
+    assert days == {"uploads/": 1, "claims/": 1, "tokens/": 1, "indexes/": INDEX_LOG_EXPIRY_DAYS}
 
 
 def test_put_get_and_missing_objects(store: ObjectStore) -> None:

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from enroll_service import matching
 from enroll_service.matching import IndexCache, PartitionIndex, centroid
 from enroll_service.templates import TemplateStore
 from tests.unit.test_templates import MemoryStore, embedding
@@ -15,10 +16,15 @@ from tests.unit.test_templates import MemoryStore, embedding
 class LoggedMemoryStore(MemoryStore):
     """MemoryStore plus the listing and plain writes the index's change log needs."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: list[tuple[str, str | None]] = []  # (prefix, start_after) of each LIST
+
     def put(self, key: str, data: bytes, content_type: str = "") -> None:
         self.objects[key] = data
 
     def list_keys(self, prefix: str, start_after: str | None = None) -> list[str]:
+        self.listings.append((prefix, start_after))
         return sorted(k for k in self.objects if k.startswith(prefix) and (start_after is None or k > start_after))
 
 
@@ -64,3 +70,35 @@ def test_index_follows_changes_made_by_other_replicas() -> None:
     matches, searched = ours.search("bws", 1, embedding(1), 5, 0.9)
     assert matches == [] and searched == 1
     assert ours.search("bws", 2, embedding(1), 5, 0.0) == ([], 0)  # partitions are separate
+
+
+def test_building_an_index_reads_none_of_the_old_change_log() -> None:
+    memory = LoggedMemoryStore()
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    templates.add("bws/1/1", [embedding(1)], 5)
+    for day in range(1000):  # a long history: start-up must not cost more for it
+        memory.put(f"indexes/bws/1/log/{day * 86_400 * 10**9:020d}-abcdef01-1", b"")
+    index = IndexCache(memory, templates)  # type: ignore[arg-type]
+    assert index.search("bws", 1, embedding(1), 5, 0.9)[0][0][0] == "bws/1/1"
+    log_listings = [start for prefix, start in memory.listings if prefix.startswith("indexes/")]
+    assert None not in log_listings  # every read of the log starts near now
+
+
+def test_an_index_that_has_not_read_the_log_for_days_is_built_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = LoggedMemoryStore()
+    key = os.urandom(32)
+    ours = IndexCache(memory, TemplateStore(memory, key))  # type: ignore[arg-type]
+    theirs_templates = TemplateStore(memory, key)  # type: ignore[arg-type]
+    theirs = IndexCache(memory, theirs_templates)  # type: ignore[arg-type]
+    theirs_templates.add("bws/1/1", [embedding(1)], 5)
+    assert ours.search("bws", 1, embedding(1), 5, 0.9)[0]
+
+    theirs_templates.add("bws/1/2", [embedding(2)], 5)
+    theirs.record_change("bws/1/2")
+    for entry in [k for k in memory.objects if k.startswith("indexes/")]:
+        del memory.objects[entry]  # expired before this replica read it
+    assert ours.search("bws", 1, embedding(2), 5, 0.9)[0] == []  # nothing in the log tells
+
+    later = matching.time.monotonic() + matching.REBUILD_AFTER_SECONDS + 1
+    monkeypatch.setattr(matching.time, "monotonic", lambda: later)
+    assert ours.search("bws", 1, embedding(2), 5, 0.9)[0][0][0] == "bws/1/2"  # built again
