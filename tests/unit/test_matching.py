@@ -50,12 +50,17 @@ def test_centroid_is_a_unit_vector() -> None:
     assert np.linalg.norm(centroid([embedding(1), embedding(2)])) == pytest.approx(1.0)
 
 
-def test_index_follows_changes_made_by_other_replicas() -> None:
+def two_replicas() -> tuple[LoggedMemoryStore, IndexCache, TemplateStore, IndexCache]:
+    """One store; our index, and another replica's templates and index."""
     memory = LoggedMemoryStore()
     key = os.urandom(32)
     ours = IndexCache(memory, TemplateStore(memory, key))  # type: ignore[arg-type]
     theirs_templates = TemplateStore(memory, key)  # type: ignore[arg-type]
-    theirs = IndexCache(memory, theirs_templates)  # type: ignore[arg-type]
+    return memory, ours, theirs_templates, IndexCache(memory, theirs_templates)  # type: ignore[arg-type]
+
+
+def test_index_follows_changes_made_by_other_replicas() -> None:
+    _, ours, theirs_templates, theirs = two_replicas()
 
     theirs_templates.add("bws/1/1", [embedding(1)], 5)
     theirs.record_change("bws/1/1")
@@ -85,11 +90,7 @@ def test_building_an_index_reads_none_of_the_old_change_log() -> None:
 
 
 def test_an_index_that_has_not_read_the_log_for_days_is_built_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    memory = LoggedMemoryStore()
-    key = os.urandom(32)
-    ours = IndexCache(memory, TemplateStore(memory, key))  # type: ignore[arg-type]
-    theirs_templates = TemplateStore(memory, key)  # type: ignore[arg-type]
-    theirs = IndexCache(memory, theirs_templates)  # type: ignore[arg-type]
+    memory, ours, theirs_templates, theirs = two_replicas()
     theirs_templates.add("bws/1/1", [embedding(1)], 5)
     assert ours.search("bws", 1, embedding(1), 5, 0.9)[0]
 
