@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -32,10 +33,39 @@ from typing import IO
 REPO = Path(__file__).resolve().parent.parent
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that is free now and that this process has not handed out before.
+
+    Not one the kernel would pick (``bind(0)``): those come from the ephemeral range, where
+    any outgoing connection (a service talking to SeaweedFS, say) may take the port as its
+    source port between this check and the server's bind. And not one handed out already:
+    a stack needs about fifteen ports at once, and nothing else would keep them apart.
+    """
+    ephemeral = _ephemeral_range()
+    candidates = [port for port in range(10_000, 65_536) if port not in ephemeral]
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found outside the ephemeral range")
 
 
 def weed_binary() -> str:
@@ -129,6 +159,13 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        """The last lines of a process's log (what a failed start-up says, for CI output)."""
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
         # SeaweedFS is chatty: its log goes to a file even in the dev run.
         to_file = self.log_to_files or name == "seaweedfs"
@@ -204,7 +241,8 @@ class Stack:
         while time.monotonic() < deadline:
             for proc_name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{proc_name} exited with {process.returncode}; see {self.log_path(proc_name)}")
+                    raise RuntimeError(f"{proc_name} exited with {process.returncode}; the end of "
+                                       f"{self.log_path(proc_name)}:\n{self.log_tail(proc_name)}")
             if probe():  # type: ignore[operator]
                 return
             time.sleep(0.25)
