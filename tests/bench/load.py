@@ -16,7 +16,7 @@ All in one run, on loopback, with the real processes (SeaweedFS, both services, 
 
 Prints ratios measured side by side and writes them to tests/bench/results/load.md. Absolute
 times drift on a shared machine; the ratios are what to compare, and since even they vary
-from run to run, the whole benchmark runs three times and the summary gives each run's
+from run to run, the whole benchmark runs five times and the summary gives each run's
 headline numbers and their median.
 """
 
@@ -247,7 +247,7 @@ async def overload_bursts(stack: Stack, frames: list[bytes]) -> tuple[list[str],
     return lines, headline
 
 
-REPEATS = 3  # the whole benchmark, on fresh stacks: the machine is shared and one run can mislead
+REPEATS = 5  # the whole benchmark, on fresh stacks: the machine is shared and one run can mislead
 HEADLINES = {  # what each repeat contributes to the summary, and its goal
     "full path / bare engine, concurrency 1": "<= 1.25",
     "CPU per enrollment, all processes / bare engine": "",
@@ -312,17 +312,28 @@ def run_once(frames: list[bytes]) -> tuple[list[str], dict[str, float]]:
                    f"{name} {seconds / rounds * 1000:.0f}" for name, seconds in sorted(cpu_by_process.items())) + ")")
         report()
         # 3: scaling
-        report("| clients | enrollments/s | p50 ms | p95 ms | p99 ms | refusals (retried) | failures |")
-        report("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        throughput = {}
+        report("| clients | enrollments/s | p50 ms | p95 ms | p99 ms | refusals (retried) | failures | cores busy "
+               "| CPU ms per enrollment |")
+        report("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        throughput, cpu_per_enrollment = {}, {}
         for level in LEVELS:
             per_client = max(2, 16 // level)
+            before = sum(cpu_seconds(stack).values()) + time.process_time()
             seconds, results = run_clients(level, lambda: enroll_once(client, frames), per_client)
+            used = sum(cpu_seconds(stack).values()) + time.process_time() - before
             ok = [ms for ms, reply in results if reply.get("Success") is True]
             refusals = sum(reply.get("refusals", 0) for _, reply in results)
             throughput[level] = len(ok) / seconds
+            cpu_per_enrollment[level] = used / max(1, len(ok))
             report(f"| {level} | {throughput[level]:.2f} | {percentile(ok, 50):.0f} | {percentile(ok, 95):.0f} | "
-                   f"{percentile(ok, 99):.0f} | {refusals} | {len(results) - len(ok)} |")
+                   f"{percentile(ok, 99):.0f} | {refusals} | {len(results) - len(ok)} | {used / seconds:.2f} | "
+                   f"{cpu_per_enrollment[level] * 1000:.0f} |")
+        report()
+        most = LEVELS[-1]
+        report(f"Cores busy: CPU of all processes (client included) per second of the run. A refused client "
+               f"waits the second that Retry-After asks for, and with this few clients the cores then idle. "
+               f"What refused calls waste (their samples' inspections) shows in the CPU per enrollment: at "
+               f"{most} clients it is {cpu_per_enrollment[most] / cpu_per_enrollment[2]:.2f}x that at 2.")
         best = max(throughput, key=lambda k: throughput[k])
         report()
         report(f"**throughput at the best concurrency ({best}) / concurrency 1: "
