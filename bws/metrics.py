@@ -27,6 +27,8 @@ RPC_LATENCY = Histogram("bws_grpc_server_handling_seconds", "RPC latency by meth
                         buckets=_BUCKETS)
 ENGINE_PENDING = Gauge("bws_engine_pending_calls", "Calls running on or waiting for a model worker")
 ENGINE_REJECTED = Counter("bws_engine_rejected_total", "Calls refused at once because the queue was full")
+GATEWAY_ADMITTED = Gauge("bws_gateway_admitted_requests", "Requests holding one of the gateway's places, by kind",
+                         ["kind"])
 GATEWAY_REFUSED = Counter("bws_gateway_refused_total", "Requests refused at once for overload by the gateway",
                           ["kind"])
 LIVENESS_DECISIONS = Counter("bws_liveness_decisions_total", "Liveness decisions by outcome", ["outcome"])

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bws import logs
 from bws.background import BackgroundTasks
+from bws.metrics import GATEWAY_ADMITTED
 from bws.settings import GatewaySettings
 from bws.storage import ObjectStore
 from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
@@ -40,10 +41,11 @@ class Admission:
     quickly instead of making every caller wait longer.
     """
 
-    def __init__(self, limit: int, wait_seconds: float) -> None:
+    def __init__(self, limit: int, wait_seconds: float, kind: str = "") -> None:
         self.limit = limit
         self.wait_seconds = wait_seconds
         self.active = 0
+        self._admitted = GATEWAY_ADMITTED.labels(kind) if kind else None
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -56,6 +58,7 @@ class Admission:
         """Take a place (True), or give up after the wait (False). Call ``leave`` after True."""
         if self.active < self.limit and not self._waiting:
             self.active += 1
+            self._count()
             self._idle.clear()
             return True
         if self.wait_seconds <= 0 or len(self._waiting) >= self.limit:
@@ -84,8 +87,13 @@ class Admission:
                 place.set_result(None)
                 return
         self.active -= 1
+        self._count()
         if self.active == 0:
             self._idle.set()
+
+    def _count(self) -> None:
+        if self._admitted is not None:
+            self._admitted.set(self.active)
 
 
 class DeferredDrops:
@@ -182,8 +190,8 @@ class Backends:
 
     def __post_init__(self) -> None:
         wait = self.settings.admission_wait_seconds
-        self.calls = Admission(self.settings.max_concurrent_calls, wait)
-        self.uploads = Admission(self.settings.max_concurrent_uploads, wait)
+        self.calls = Admission(self.settings.max_concurrent_calls, wait, "call")
+        self.uploads = Admission(self.settings.max_concurrent_uploads, wait, "upload")
         self.io = ThreadPoolExecutor(32, thread_name_prefix="storage")
         self.background = BackgroundTasks()
         self.sample_counts = SampleCounts()

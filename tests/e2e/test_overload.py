@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import cv2
@@ -28,6 +29,19 @@ pytestmark = pytest.mark.e2e
 def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     with running_stack("overload", request, BWS_MAX_CONCURRENT_CALLS="1", BWS_MAX_CONCURRENT_UPLOADS="1") as running:
         yield running
+
+
+def wait_until_admitted(stack: Stack, kind: str, timeout: float = 30.0) -> None:
+    """Wait until a request of this kind holds one of the gateway's places (from its metrics)."""
+    wanted = f'bws_gateway_admitted_requests{{kind="{kind}"}} '
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{stack.url}/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith(wanted) and float(line.split()[-1]) >= 1:
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} was admitted")
 
 
 def test_a_call_beyond_capacity_is_refused_at_once_and_keeps_its_try(own_stack: Stack) -> None:
@@ -73,7 +87,7 @@ def test_an_upload_beyond_capacity_is_503_with_retry_after_and_stores_nothing(ow
     with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
         slow.sendall(f"POST /extension/upload?index=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
                      f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
-        time.sleep(0.5)  # the gateway has admitted it and waits for the rest of the body
+        wait_until_admitted(own_stack, "upload")  # the gateway waits for the rest of its body
         refused = client.upload(token, images.encode(images.astronaut()), index=1)
         assert refused.status == 503 and refused.headers.get("Retry-After") == "1"
         assert "busy" in refused.json["Message"]

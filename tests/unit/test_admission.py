@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import REGISTRY
+
 from bws.background import BackgroundTasks
 from gateway.backends import Admission, DeferredDrops
 
@@ -16,6 +18,24 @@ async def test_within_the_limit_requests_enter_at_once() -> None:
     assert not await admission.enter()  # no wait allowed: refused at once
     admission.leave()
     assert await admission.enter()
+
+
+async def test_the_places_held_are_a_metric() -> None:
+    admission = Admission(limit=2, wait_seconds=1.0, kind="unit-test")
+
+    def held() -> float | None:
+        return REGISTRY.get_sample_value("bws_gateway_admitted_requests", {"kind": "unit-test"})
+
+    await admission.enter()
+    await admission.enter()
+    assert held() == 2
+    waiting = asyncio.create_task(admission.enter())
+    await asyncio.sleep(0.01)
+    admission.leave()  # handed over to the waiting one: still two held
+    assert await waiting and held() == 2
+    admission.leave()
+    admission.leave()
+    assert held() == 0
 
 
 async def test_a_waiting_request_gets_the_place_that_frees_up() -> None:
