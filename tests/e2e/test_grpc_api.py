@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -9,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from bws.devrun import Stack
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
 from tests import facegen
@@ -44,6 +47,21 @@ def prepare(stub: enrollment_pb2_grpc.EnrollmentServiceStub,
         request = enrollment_pb2.PrepareSampleRequest(sample=sample.ref, aligned_face=sample.reply.aligned_face)
         assert stub.PrepareSample(request, timeout=30).prepared
     return [sample.ref for sample in samples]
+
+
+@contextmanager
+def prepared_samples(stack: Stack, store: ObjectStore) -> Iterator[
+        tuple[enrollment_pb2_grpc.EnrollmentServiceStub, list[common_pb2.SampleRef], int]]:
+    """Two samples of a head turning right, inspected and embedded ahead as the gateway has them
+    at upload; with a stub of the enrollment service and a partition of their own."""
+    frames = facegen.live_sequence(facegen.source_photo("astronaut"), ["right"], rng=np.random.default_rng(8))
+    partition = int(np.random.default_rng().integers(10**6, 10**7))
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as liveness_channel, \
+            grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
+        samples = inspected_samples(store, frames, ["any", "right"],
+                                    liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        yield stub, prepare(stub, samples), partition
 
 
 def stored_samples(store: ObjectStore, frames: list[np.ndarray], tags: list[str],
@@ -101,15 +119,7 @@ def test_enrollment_service_verify_and_search_with_top_k(stack, store: ObjectSto
 
 
 def test_prepared_embeddings_serve_the_enrollment(stack, store: ObjectStore) -> None:
-    photo = facegen.source_photo("astronaut")
-    frames = facegen.live_sequence(photo, ["right"], rng=np.random.default_rng(8))
-    partition = int(np.random.default_rng().integers(10**6, 10**7))
-    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as liveness_channel, \
-            grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
-        samples = inspected_samples(store, frames, ["any", "right"],
-                                    liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
-        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        refs = prepare(stub, samples)
+    with prepared_samples(stack, store) as (stub, refs, partition):
         # With the samples gone, only the embeddings kept in the service's memory are left to use.
         store.delete([ref.key for ref in refs])
         enrolled = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)

@@ -16,11 +16,11 @@ import pytest
 from bws.devrun import Stack
 from bws.faces import embedding_from_bytes
 from bws.storage import ObjectStore, analysis_key, embedding_key
-from bws.v1 import enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
+from bws.v1 import enrollment_pb2, liveness_pb2, liveness_pb2_grpc
 from tests import facegen
 from tests.e2e.conftest import running_stack, store_of
 from tests.e2e.test_enroll import enroll_token, upload_face
-from tests.e2e.test_grpc_api import inspected_samples, prepare
+from tests.e2e.test_grpc_api import prepared_samples, stored_samples
 from tests.support.client import BwsClient, claims_of
 from tests.support.storage import kept_for_token
 
@@ -52,7 +52,7 @@ def test_another_replica_decides_liveness_from_the_stored_inspections(sharing_st
     frames = facegen.live_sequence(photo, ["up"], rng=np.random.default_rng(5))
     with grpc.insecure_channel(f"127.0.0.1:{sharing_stack.liveness_port}") as channel:
         stub = liveness_pb2_grpc.LivenessServiceStub(channel)
-        refs = [s.ref for s in inspected_samples(store, frames, ["any", "up"], stub)]
+        refs = stored_samples(store, frames, ["any", "up"], stub)
         wait_for(store, [analysis_key(ref.key) for ref in refs])
         request = liveness_pb2.CheckLivenessRequest(samples=refs, challenge_directions=["up"])
         first = stub.CheckLiveness(request, timeout=30)  # from memory, which the call uses up
@@ -65,15 +65,7 @@ def test_another_replica_decides_liveness_from_the_stored_inspections(sharing_st
 
 
 def test_another_replica_enrolls_from_the_stored_embeddings(sharing_stack: Stack, store: ObjectStore) -> None:
-    photo = facegen.source_photo("astronaut")
-    frames = facegen.live_sequence(photo, ["right"], rng=np.random.default_rng(8))
-    partition = int(np.random.default_rng().integers(10**6, 10**7))
-    with grpc.insecure_channel(f"127.0.0.1:{sharing_stack.liveness_port}") as liveness_channel, \
-            grpc.insecure_channel(f"127.0.0.1:{sharing_stack.enroll_port}") as channel:
-        samples = inspected_samples(store, frames, ["any", "right"],
-                                    liveness_pb2_grpc.LivenessServiceStub(liveness_channel))
-        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        refs = prepare(stub, samples)
+    with prepared_samples(sharing_stack, store) as (stub, refs, partition):
         wait_for(store, [embedding_key(ref.key) for ref in refs])
         assert all(embedding_from_bytes(store.get(embedding_key(ref.key)) or b"") is not None for ref in refs)
         first = stub.Enroll(enrollment_pb2.EnrollRequest(class_id=f"bws/{partition}/1", samples=refs), timeout=30)
