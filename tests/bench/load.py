@@ -281,7 +281,16 @@ HEADLINES = {  # what each repeat contributes to the summary, and its goal
 
 
 def run_once(frames: list[bytes]) -> tuple[list[str], dict[str, float]]:
-    """One whole benchmark on fresh stacks: its report, and its headline numbers."""
+    """One whole benchmark on fresh stacks: its report, and its headline numbers.
+
+    The stacks' directories go afterwards: SeaweedFS keeps deleted samples in its volume files
+    until they are compacted, so each run leaves hundreds of megabytes otherwise.
+    """
+    with tempfile.TemporaryDirectory(prefix="bws-bench-", ignore_cleanup_errors=True) as workdir:
+        return _run_in(Path(workdir), frames)
+
+
+def _run_in(workdir: Path, frames: list[bytes]) -> tuple[list[str], dict[str, float]]:
     lines: list[str] = []
     headline: dict[str, float] = {}
 
@@ -289,7 +298,6 @@ def run_once(frames: list[bytes]) -> tuple[list[str], dict[str, float]]:
         print(text, flush=True)
         lines.append(text)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bws-bench-"))
     stack = Stack(workdir=workdir / "main", app_id="bench", app_secret=secrets.token_urlsafe(18)).start()
     try:
         client = BwsClient(stack.url, stack.app_id, stack.app_secret)
@@ -339,10 +347,10 @@ def run_once(frames: list[bytes]) -> tuple[list[str], dict[str, float]]:
         throughput, cpu_per_enrollment = {}, {}
         for level in LEVELS:
             per_client = max(2, 16 // level)
-            before = sum(cpu_seconds(stack).values()) + time.process_time()
             with own_gc_paused():
+                cpu_before = sum(cpu_seconds(stack).values()) + time.process_time()
                 seconds, results = run_clients(level, lambda: enroll_once(client, frames), per_client)
-            used = sum(cpu_seconds(stack).values()) + time.process_time() - before
+                used = sum(cpu_seconds(stack).values()) + time.process_time() - cpu_before
             ok = [ms for ms, reply in results if reply.get("Success") is True]
             refusals = sum(reply.get("refusals", 0) for _, reply in results)
             throughput[level] = len(ok) / seconds
