@@ -5,12 +5,12 @@ They share one flow (``run``), so every call behaves the same way:
 1. verify the token (401) and that its task allows this call (403);
    with ``BWS_MAX_CONCURRENT_CALLS`` calls already in flight, answer ``ExecutionOfJobTimedOut``
    at once (the samples are dropped once the accepted calls are done, the try is kept);
-2. claim the samples uploaded with the token, atomically (400 when there are none);
-3. count one try, atomically, also across gateway replicas (403 when used up);
-4. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
+2. claim one try and the samples uploaded with the token, atomically, also across gateway
+   replicas (400 when there are no samples, 403 when the tries are used up);
+3. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
    asks for it — the flag can switch liveness on, never off;
-5. run the call's own work over gRPC (``perform``);
-6. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
+4. run the call's own work over gRPC (``perform``);
+5. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
 
 Expected failures are 200 replies ``{"Success": false, "Error": ...}``. When a service refuses
 the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back.
@@ -101,18 +101,18 @@ async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_befor
     except Exception:
         log.warning("could not list the samples of a refused call; the sweeper will remove them")
         return
-    await _release(backends, claims, [s for s in samples if s.arrival <= uploaded_before])
+    await _release(backends, [s for s in samples if s.arrival <= uploaded_before])
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
                         root: str, perform: Perform) -> web.Response:
     await backends.refused_samples.settle(claims.token_id)  # an earlier refused call's samples go first
-    samples = await backends.storage(backends.store.claim_samples, claims.token_id)
-    if not samples:
+    claimed = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries)
+    if claimed is None:
         raise ApiError(400, "No samples have been uploaded with this token.")
+    samples, try_number = claimed.samples, claimed.number
     try:
-        try_number = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries)
-        if try_number is None:
+        if not try_number:
             raise ApiError(403, "The number of allowed attempts with this token is exceeded.")
         try:
             if live:
@@ -127,20 +127,20 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
             await backends.storage(backends.store.return_try, claims.token_id, try_number)
             result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
     except BaseException:
-        await _release(backends, claims, samples)
+        await _release(backends, samples)
         raise
     log.info("%s %s: %s", action, claims.bcid or "-", result)
     record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
     # The outcome is recorded before the reply (the app asks /extension/result next); the
     # samples are deleted just after it, which the reply need not wait for.
     await _record(backends, claims, record, action)
-    backends.background.spawn(_release(backends, claims, samples))
+    backends.background.spawn(_release(backends, samples))
     return replies.result(request, root, result)
 
 
-async def _release(backends: Backends, claims: tokens.Token, samples: list[StoredSample]) -> None:
+async def _release(backends: Backends, samples: list[StoredSample]) -> None:
     try:
-        await backends.storage(backends.store.release_samples, claims.token_id, samples)
+        await backends.storage(backends.store.release_samples, samples)
     except Exception:
         log.exception("could not delete claimed samples; the expiry rule will remove them")
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_bucket_gets_expiry_rules_for_transient_data_and_the_change_log(store: ObjectStore) -> None:
     rules = store.client.get_bucket_lifecycle(store.bucket).rules
     days = {rule.rule_filter.prefix: rule.expiration.days for rule in rules}
-    assert days == {"uploads/": 1, "claims/": 1, "tokens/": 1, "indexes/": INDEX_LOG_EXPIRY_DAYS}
+    assert days == {"uploads/": 1, "tokens/": 1, "indexes/": INDEX_LOG_EXPIRY_DAYS}
 
 
 def test_put_get_and_missing_objects(store: ObjectStore) -> None:
@@ -37,28 +37,59 @@ def test_conditional_writes_are_atomic(store: ObjectStore) -> None:
     assert store.get("t/1") == b"third"
 
 
-def test_concurrent_claims_give_each_sample_to_one_caller(store: ObjectStore) -> None:
+def test_a_try_claims_the_samples_uploaded_with_its_token(store: ObjectStore) -> None:
+    assert store.claim_try("tok", 3) is None  # nothing uploaded: no try is used
+    first = store.put_sample("tok", 1, "left", b"img", "image/png")
+    second = store.put_sample("tok", 0, "any", b"img", "image/png")
+    claimed = store.claim_try("tok", 3)
+    assert claimed is not None and claimed.number == 1
+    assert [s.key for s in claimed.samples] == [second, first]  # in the client's order
+    assert store.claim_try("tok", 3) is None  # the samples are the first call's
+    assert store.list_keys("tokens/tok/") == ["tokens/tok/try-1"]  # the second one used no try
+
+
+def test_concurrent_calls_share_neither_a_try_nor_a_sample(store: ObjectStore) -> None:
     for index in range(6):
         store.put_sample("tok", index, "any", b"img", "image/png")
-    with ThreadPoolExecutor(4) as pool:
-        claimed = list(pool.map(lambda _: store.claim_samples("tok"), range(4)))
-    keys = [s.key for batch in claimed for s in batch]
-    assert len(keys) == 6 and len(set(keys)) == 6
+    with ThreadPoolExecutor(6) as pool:
+        claims = [c for c in pool.map(lambda _: store.claim_try("tok", 3), range(6)) if c is not None]
+    keys = [s.key for claimed in claims for s in claimed.samples]
+    assert len(keys) == len(set(keys)) == 6  # every sample goes to exactly one call
+    numbers = [claimed.number for claimed in claims]
+    assert len(numbers) == len(set(numbers)) and set(numbers) <= {1, 2, 3}
 
 
-def test_concurrent_tries_never_exceed_the_maximum(store: ObjectStore) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        numbers = list(pool.map(lambda _: store.claim_try("tok", 3), range(8)))
-    assert sorted(n for n in numbers if n is not None) == [1, 2, 3]
+def test_tries_never_exceed_the_maximum_and_one_given_back_is_used_again(store: ObjectStore) -> None:
+    numbers = []
+    for index in range(4):
+        store.put_sample("tok", index, "any", b"img", "image/png")
+        claimed = store.claim_try("tok", 3)
+        assert claimed is not None
+        numbers.append(claimed.number)
+        store.release_samples(claimed.samples)
+    assert numbers == [1, 2, 3, 0]  # 0: every try is used (the caller drops the samples)
     store.return_try("tok", 2)
-    assert store.claim_try("tok", 3) == 2
+    store.put_sample("tok", 9, "any", b"img", "image/png")
+    claimed = store.claim_try("tok", 3)
+    assert claimed is not None and claimed.number == 2
+
+
+def test_with_every_try_used_only_unnamed_samples_are_handed_back_to_drop(store: ObjectStore) -> None:
+    in_use = store.put_sample("tok", 0, "any", b"img", "image/png")
+    assert store.claim_try("tok", 1) is not None  # a call under way, with the token's only try
+    late = store.put_sample("tok", 1, "any", b"img", "image/png")
+    claimed = store.claim_try("tok", 1)
+    assert claimed is not None and claimed.number == 0
+    assert [s.key for s in claimed.samples] == [late]  # not the sample the other call uses
+    assert in_use in [s.key for s in store.samples("tok")]
 
 
 def test_released_samples_are_gone(store: ObjectStore) -> None:
     store.put_sample("tok", 0, "left", b"img", "image/png")
-    claimed = store.claim_samples("tok")
-    store.release_samples("tok", claimed)
-    assert store.samples("tok") == [] and store.list_keys("claims/") == []
+    claimed = store.claim_try("tok", 3)
+    assert claimed is not None
+    store.release_samples(claimed.samples)
+    assert store.samples("tok") == []
 
 
 def test_wrong_credentials_give_a_clear_error(s3_server: S3Server) -> None:

@@ -12,7 +12,7 @@ def kept_for_token(store: ObjectStore, token_id: str, timeout: float = 10.0) -> 
     deleted them all (it does so just after its reply, so this waits for that, briefly)."""
     deadline = time.monotonic() + timeout
     while True:
-        kept = store.list_keys(f"uploads/{token_id}/") + store.list_keys(f"claims/{token_id}/")
+        kept = store.list_keys(f"uploads/{token_id}/")
         if not kept or time.monotonic() > deadline:
             return kept
         time.sleep(0.05)
