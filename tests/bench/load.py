@@ -58,7 +58,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def own_gc_paused() -> Iterator[None]:
+def long_lived_objects_frozen() -> Iterator[None]:
     """Keep this process's full garbage collections short while it times something.
 
     The load generator holds many long-lived objects (models, frames, results); a full
@@ -347,7 +347,7 @@ def _run_in(workdir: Path, frames: list[bytes]) -> tuple[list[str], dict[str, fl
         bare_cpu = full_cpu = 0.0
         cpu_by_process: dict[str, float] = dict.fromkeys([*stack.processes, "client"], 0.0)
         rounds = 20
-        with own_gc_paused():
+        with long_lived_objects_frozen():
             for _ in range(rounds):
                 began_cpu = time.process_time()
                 bare.append(engine.timed_ms())
@@ -385,7 +385,7 @@ def _run_in(workdir: Path, frames: list[bytes]) -> tuple[list[str], dict[str, fl
         report("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         throughput, cpu_per_enrollment, cores_busy = {}, {}, {}
         for level in LEVELS:
-            with own_gc_paused():
+            with long_lived_objects_frozen():
                 window = run_clients(level, lambda give_up_at: enroll_once(client, frames, give_up_at), stack)
             ok = [ms for ms, reply in window.outcomes if reply.get("Success") is True]
             refusals = sum(reply.get("refusals", 0) for _, reply in window.outcomes)
@@ -408,7 +408,7 @@ def _run_in(workdir: Path, frames: list[bytes]) -> tuple[list[str], dict[str, fl
         report(f"**throughput at the best concurrency ({best}) / concurrency 1: "
                f"{throughput[best] / throughput[1]:.2f}x** (goal >= 1.7x)")
         headline["throughput at the best concurrency / concurrency 1"] = throughput[best] / throughput[1]
-        # Concurrency 1 already overlaps work on both cores, so the ratio above cannot exceed
+        # Concurrency 1 already overlaps work on both cores, so the ratio above can reach about
         # the cores / the cores it keeps busy; and how close the best comes to the cores.
         cores = os.cpu_count() or 1
         report(f"Concurrency 1 already keeps {cores_busy[1]:.2f} cores busy, so on {cores} cores that ratio "
@@ -429,7 +429,7 @@ def _run_in(workdir: Path, frames: list[bytes]) -> tuple[list[str], dict[str, fl
     overload = Stack(workdir=workdir / "overload", app_id="bench", app_secret=secrets.token_urlsafe(18),
                      extra_env={"BWS_LIVENESS_MAX_QUEUE": "2", "BWS_ENROLL_MAX_QUEUE": "2"}).start()
     try:
-        with own_gc_paused():
+        with long_lived_objects_frozen():
             burst_lines, burst_headline = asyncio.run(overload_bursts(overload, frames))
         for line in burst_lines:
             report(line)

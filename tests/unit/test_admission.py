@@ -103,11 +103,16 @@ def recording_drop(log: list[str], name: str) -> Callable[[], Awaitable[None]]:
     return drop
 
 
-async def test_a_refused_calls_samples_go_once_the_accepted_calls_are_done() -> None:
+async def busy_calls_and_drops(max_delay: float) -> tuple[Admission, DeferredDrops]:
+    """One call place, held by an accepted call, and the drops deferred behind it."""
     calls = Admission(limit=1, wait_seconds=0)
-    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=5.0)
+    assert await calls.enter()
+    return calls, DeferredDrops(calls, BackgroundTasks(), max_delay=max_delay)
+
+
+async def test_a_refused_calls_samples_go_once_the_accepted_calls_are_done() -> None:
+    calls, drops = await busy_calls_and_drops(max_delay=5.0)
     dropped: list[str] = []
-    assert await calls.enter()  # an accepted call in flight
     drops.defer("token", recording_drop(dropped, "refused"))
     await asyncio.sleep(0.05)
     assert dropped == []  # the store is left to the accepted call
@@ -117,20 +122,16 @@ async def test_a_refused_calls_samples_go_once_the_accepted_calls_are_done() -> 
 
 
 async def test_under_steady_load_the_samples_go_after_the_longest_delay() -> None:
-    calls = Admission(limit=1, wait_seconds=0)
-    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=0.05)
+    _, drops = await busy_calls_and_drops(max_delay=0.05)  # the call never leaves
     dropped: list[str] = []
-    assert await calls.enter()  # never leaves
     drops.defer("token", recording_drop(dropped, "refused"))
     await asyncio.sleep(0.2)
     assert dropped == ["refused"]
 
 
 async def test_a_later_call_with_the_token_has_the_drop_done_first() -> None:
-    calls = Admission(limit=1, wait_seconds=0)
-    drops = DeferredDrops(calls, BackgroundTasks(), max_delay=5.0)
+    _, drops = await busy_calls_and_drops(max_delay=5.0)
     dropped: list[str] = []
-    assert await calls.enter()
     drops.defer("token", recording_drop(dropped, "refused"))
     drops.defer("other", recording_drop(dropped, "other"))
     await asyncio.wait_for(drops.settle("token"), 1.0)  # the call on the same token
