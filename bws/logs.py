@@ -8,6 +8,8 @@ JSON lines for production; the default is readable text.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextvars
 import json
 import logging
@@ -61,3 +63,47 @@ def setup(process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("BWS_LOG_LEVEL", "INFO").upper())
+
+
+class CountedEvents:
+    """One log line for events that can come by the hundred a second (requests refused for
+    overload): the first is logged at once, the rest are counted and summed up once per
+    ``interval`` while they go on.
+
+    A line per event would itself load the server it reports on (under a burst of refusals
+    the gateway spent a tenth of its time logging them) and bury the rest of the log; the
+    metrics count every one. Needs a running event loop.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._what = what
+        self.interval = interval
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._summary: asyncio.TimerHandle | None = None
+
+    def add(self, kind: str) -> None:
+        if self._summary is None:  # the first for a while: said at once
+            self._logger.info("%s: %s", self._what, kind)
+            self._summary = asyncio.get_running_loop().call_later(self.interval, self._summarize)
+        else:
+            self._counts[kind] += 1
+
+    def _summarize(self) -> None:
+        if not self._counts:  # it has stopped: the next one is said at once again
+            self._summary = None
+            return
+        self._logger.info("%s in the last %g s: %s", self._what, self.interval,
+                          ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items())))
+        self._counts.clear()
+        self._summary = asyncio.get_running_loop().call_later(self.interval, self._summarize)
+
+    def close(self) -> None:
+        """Say what is still counted, and stop the timer."""
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summary = None
+            if self._counts:
+                self._logger.info("%s: %s more", self._what,
+                                  ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items())))
+                self._counts.clear()

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bws import logs
 from bws.background import BackgroundTasks
-from bws.metrics import GATEWAY_ADMITTED
+from bws.metrics import GATEWAY_ADMITTED, GATEWAY_REFUSED
 from bws.settings import GatewaySettings
 from bws.storage import ObjectStore
 from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
@@ -187,6 +187,7 @@ class Backends:
     background: BackgroundTasks = field(init=False)  # work the replies need not wait for
     sample_counts: SampleCounts = field(init=False)
     refused_samples: DeferredDrops = field(init=False)
+    refusals: logs.CountedEvents = field(init=False)
 
     def __post_init__(self) -> None:
         wait = self.settings.admission_wait_seconds
@@ -196,6 +197,12 @@ class Backends:
         self.background = BackgroundTasks()
         self.sample_counts = SampleCounts()
         self.refused_samples = DeferredDrops(self.calls, self.background, max_delay=1.0)
+        self.refusals = logs.CountedEvents(log, "refused for overload (too many in flight)")
+
+    def refused(self, kind: str) -> None:
+        """Count a request refused for overload: the metric, and a line in the log now and then."""
+        GATEWAY_REFUSED.labels(kind).inc()
+        self.refusals.add(kind)
 
     @property
     def liveness(self) -> liveness_pb2_grpc.LivenessServiceStub:
@@ -278,6 +285,7 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     janitor.cancel()
     await app[BACKENDS].background.finish()
+    app[BACKENDS].refusals.close()
     await liveness.close()
     await enroll.close()
     app[BACKENDS].io.shutdown(wait=True)

@@ -26,7 +26,6 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from bws.metrics import GATEWAY_REFUSED
 from bws.storage import StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
@@ -87,11 +86,10 @@ async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.T
     the accepted calls (``DeferredDrops``); only those uploaded before the refusal go, so what
     the client uploads for its next attempt stays.
     """
-    GATEWAY_REFUSED.labels(action).inc()
+    backends.refused(action)
     uploaded_before = time.time_ns()
     backends.refused_samples.defer(claims.token_id,
                                    lambda: _drop_samples(backends, claims, uploaded_before=uploaded_before))
-    log.info("%s %s refused: too many calls in flight", action, claims.bcid or "-")
     return replies.result(request, root, {"Success": False, "Error": "ExecutionOfJobTimedOut"})
 
 

@@ -16,7 +16,6 @@ import grpc
 from aiohttp import web
 
 from bws import __version__, images
-from bws.metrics import GATEWAY_REFUSED
 from bws.storage import SAMPLE_TAGS, StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
@@ -76,8 +75,8 @@ async def upload(request: web.Request) -> web.Response:
     claims = bearer_token(request)
     backends = request.app[BACKENDS]
     if not await backends.uploads.enter():
-        GATEWAY_REFUSED.labels("upload").inc()
-        raise ApiError(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
+        backends.refused("upload")
+        raise ApiError(503, "The server is too busy; try again shortly.", {"Retry-After": "1"}, logged=True)
     try:
         return await _upload(request, backends, claims)
     finally:
