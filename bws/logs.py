@@ -93,9 +93,7 @@ class CountedEvents:
         if not self._counts:  # it has stopped: the next one is said at once again
             self._summary = None
             return
-        self._logger.info("%s in the last %g s: %s", self._what, self.interval,
-                          ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items())))
-        self._counts.clear()
+        self._logger.info("%s in the last %g s: %s", self._what, self.interval, self._take_counts())
         self._summary = asyncio.get_running_loop().call_later(self.interval, self._summarize)
 
     def close(self) -> None:
@@ -104,6 +102,10 @@ class CountedEvents:
             self._summary.cancel()
             self._summary = None
             if self._counts:
-                self._logger.info("%s: %s more", self._what,
-                                  ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items())))
-                self._counts.clear()
+                self._logger.info("%s: %s more", self._what, self._take_counts())
+
+    def _take_counts(self) -> str:
+        """The counts so far, as "3 enrollment, 12 upload"; counting starts again from none."""
+        counted = ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items()))
+        self._counts.clear()
+        return counted

@@ -26,15 +26,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
-    """A client-visible error: an HTTP status and a sentence (``logged``: the raiser logs it its own way)."""
+    """A client-visible error: an HTTP status and a sentence."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 logged: bool = False) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
-        self.logged = logged
 
 
 def unauthorized(message: str, scheme: str = "Bearer") -> ApiError:
@@ -83,8 +81,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as error:
-        if not error.logged:
-            log.info("%s %s -> %d: %s", request.method, request.path, error.status, error.message)
+        log.info("%s %s -> %d: %s", request.method, request.path, error.status, error.message)
         return error_response(error.status, error.message, error.headers)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_upload_bytes

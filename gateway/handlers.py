@@ -22,7 +22,7 @@ from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
 from gateway.backends import BACKENDS, SETTINGS, Backends
 from gateway.biometric import Outcome, check_liveness
-from gateway.errors import OVERLOAD, ApiError
+from gateway.errors import OVERLOAD, ApiError, error_response
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ async def upload(request: web.Request) -> web.Response:
     claims = bearer_token(request)
     backends = request.app[BACKENDS]
     if not await backends.uploads.enter():
-        backends.refused("upload")
-        raise ApiError(503, "The server is too busy; try again shortly.", {"Retry-After": "1"}, logged=True)
+        backends.refused("upload")  # logged there, summed up: not one line per refusal
+        return error_response(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
     try:
         return await _upload(request, backends, claims)
     finally:
