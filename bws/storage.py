@@ -90,10 +90,14 @@ class StoredSample:
 
 @dataclass(frozen=True)
 class ClaimedTry:
-    """A try of a token, and the samples it uses."""
+    """A try of a token, the samples it uses, and the tags of the token's earlier tries."""
 
     number: int  # 1-based; 0 when every try is used (the caller drops the samples)
     samples: list[StoredSample]
+    # The tags of each earlier try's samples, in try and sample order (tries given back or in
+    # no store any more are not there): which challenge sequences they were judged against
+    # follows from them (gateway/tokens.py, assign_challenges).
+    earlier_tags: tuple[tuple[str, ...], ...] = ()
 
 
 def _sample_name(sample: StoredSample) -> str:
@@ -295,13 +299,19 @@ class ObjectStore:
         number = next((n for n in range(1, max_tries + 1) if self._create(self._try_key(token_id, n), listed)), 0)
         earlier = range(1, number if number else max_tries + 1)
         named = self._parallel.map(self.get, [self._try_key(token_id, n) for n in earlier])
-        taken = {name for names in named if names for name in names.decode().split("\n")}
+        taken: set[str] = set()
+        earlier_tags = []
+        for names in named:
+            if names:
+                own = [name for name in names.decode().split("\n") if name not in taken]
+                taken.update(own)
+                earlier_tags.append(tuple(name.rsplit("-", 1)[-1] for name in own))
         mine = [s for s in samples if _sample_name(s) not in taken]
         if not mine:  # calls under way have them all: this one has nothing to work on
             if number:
                 self.return_try(token_id, number)
             return None
-        return ClaimedTry(number, mine)
+        return ClaimedTry(number, mine, tuple(earlier_tags))
 
     @staticmethod
     def _try_key(token_id: str, number: int) -> str:

@@ -7,8 +7,9 @@ They share one flow (``run``), so every call behaves the same way:
    at once (the samples are dropped once the accepted calls are done, the try is kept);
 2. claim one try and the samples uploaded with the token, atomically, also across gateway
    replicas (400 when there are no samples, 403 when the tries are used up);
-3. check liveness (and the challenge of this try) when the token or ``?livedetection=true``
-   asks for it — the flag can switch liveness on, never off;
+3. check liveness (and the challenge: the token's sequence that the try's tags follow among
+   those no earlier try used, ``tokens.assign_challenges``) when the token or
+   ``?livedetection=true`` asks for it — the flag can switch liveness on, never off;
 4. run the call's own work over gRPC (``perform``);
 5. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
 
@@ -114,7 +115,8 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
             raise ApiError(403, "The number of allowed attempts with this token is exceeded.")
         try:
             if live:
-                await check_liveness(backends, samples, claims.directions_for_try(try_number))
+                challenge = claims.challenge_for_try(claimed.earlier_tags, [s.tag for s in samples])
+                await check_liveness(backends, samples, challenge)
             result = await perform(backends, claims, samples)
         except Outcome as failed:
             result = {"Success": False, "Error": failed.code}

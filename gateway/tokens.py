@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jwt
@@ -37,7 +38,6 @@ TASKS = {
     "livenessdetection": TASK_LIVENESS_ONLY,
 }
 TRAITS = {"face": 1, "periocular": 2}
-DIRECTIONS = ("up", "down", "left", "right")
 
 _BCID = re.compile(r"^(\w+)[./](\d+)[./](\d+)$")
 
@@ -109,21 +109,66 @@ class Token:
     def autoenroll(self) -> bool:
         return bool(self.task & FLAG_AUTOENROLL)
 
-    def directions_for_try(self, number: int) -> tuple[str, ...]:
-        """The challenge of try ``number`` (1-based), or () when the token has no challenge."""
+    def challenge_for_try(self, earlier: Sequence[Sequence[str]], tags: Sequence[str]) -> tuple[str, ...]:
+        """The direction sequence a try is judged against, () when the token has no challenge.
+
+        ``tags`` are the try's sample tags in upload order; ``earlier`` those of the token's
+        earlier tries. See :func:`assign_challenges`: the sequence the tags follow among those
+        no earlier try was judged against. When they follow none, the first sequence not yet
+        used (or the last one), which the tags then fail: ChallengeResponseFailed.
+        """
         if not self.challenge or not self.task & FLAG_CHALLENGE:
             return ()
-        return self.challenge[min(number, len(self.challenge)) - 1]
+        assigned = assign_challenges(self.challenge, [*earlier, tags])
+        if assigned[-1] is not None:
+            return self.challenge[assigned[-1]]
+        used = set(assigned)
+        return next((s for i, s in enumerate(self.challenge) if i not in used), self.challenge[-1])
 
 
-def random_directions(count: int) -> list[str]:
-    """A random direction sequence with no direction twice in a row."""
+OPPOSITE = {"up": "down", "down": "up", "left": "right", "right": "left"}
+AXES = (("left", "right"), ("up", "down"))
+
+
+def challenge_sequence(count: int) -> list[str]:
+    """A random challenge in the pattern BioID's capture page and clients use: a direction, its
+    opposite, a direction on the other axis, its opposite, ... (``left, right, down, up, ...``).
+
+    The page animates the opposite of the last direction only back to the centre, so a user can
+    follow this pattern; after ``A, opposite(A)`` a third ``A`` would not move its blue head at
+    all. Which direction comes first, and each change of axis's direction, are random.
+    """
+    axis = secrets.randbelow(2)
     sequence: list[str] = []
     while len(sequence) < count:
-        direction = secrets.choice(DIRECTIONS)
-        if not sequence or direction != sequence[-1]:
-            sequence.append(direction)
-    return sequence
+        direction = secrets.choice(AXES[axis])
+        sequence += [direction, OPPOSITE[direction]]
+        axis = 1 - axis
+    return sequence[:count]
+
+
+def assign_challenges(sequences: Sequence[Sequence[str]], tries: Sequence[Sequence[str]]) -> list[int | None]:
+    """For each try of a token, in order, the index of the challenge sequence it is judged against.
+
+    A try's first sample is its reference photo, whatever its tag: BioID's page never resets its
+    tag between tries, so a retry's first photo carries the last direction of the try before.
+    The directions of the other samples pick the first sequence not used by an earlier try that
+    starts with them (all of it, or the start of it when the page gave up early after a refused
+    photo; such a try does not meet its challenge, but uses it up). That page also moves on to
+    its next challenge without a server call when a try's first photo is refused, so the tags,
+    not the number of server calls, say which sequence a try shows. None: the tags follow no
+    unused sequence (the try fails its challenge and uses none).
+    """
+    used: set[int] = set()
+    assigned: list[int | None] = []
+    for tags in tries:
+        shown = list(tags[1:])
+        match = next((i for i, sequence in enumerate(sequences)
+                      if i not in used and list(sequence[:len(shown)]) == shown), None)
+        if match is not None:
+            used.add(match)
+        assigned.append(match)
+    return assigned
 
 
 def task_flags(request: TokenRequest) -> int:
@@ -153,7 +198,7 @@ def issue(request: TokenRequest, *, secret: str, audience: str, lifetime: int) -
     if request.bcid is not None:
         claims["bcid"] = str(request.bcid)
     if request.challenge:
-        sequences = [random_directions(request.challenges) for _ in range(request.maxtries)]
+        sequences = [challenge_sequence(request.challenges) for _ in range(request.maxtries)]
         claims["challenge"] = json.dumps(sequences)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 

@@ -210,7 +210,9 @@ def decide(meshes: Sequence[FaceMesh | None], tags: Sequence[str], *, expected_d
     ``meshes[i]`` and ``tags[i]`` belong to sample i (in upload order); a sample without a mesh
     or with a face under ``min_interocular_px`` does not count. ``expected_directions`` is the
     token's direction list for this try (None or empty: no challenge); the tags must then be
-    "any" followed by exactly those directions. ``mirrored``: see :func:`tag_pose_change`.
+    those directions after the first sample, the reference, whose tag does not matter (BioID's
+    page tags a retry's reference with the last direction of the try before).
+    ``mirrored``: see :func:`tag_pose_change`.
     """
     challenge = list(expected_directions or [])
     usable = [(i, mesh) for i, mesh in enumerate(meshes)
@@ -244,15 +246,17 @@ def decide(meshes: Sequence[FaceMesh | None], tags: Sequence[str], *, expected_d
 
 def _challenge_met(challenge: list[str], tags: Sequence[str], missing: list[int],
                    evidence: tuple[PairEvidence, ...]) -> bool:
-    """Tags are "any" then the challenge, every sample usable, every direction followed."""
-    return list(tags) == ["any", *challenge] and not missing and all(p.direction_followed for p in evidence)
+    """The reference sample (any tag) then the challenge's directions, every sample usable,
+    every direction followed."""
+    return list(tags[1:]) == challenge and not missing and all(p.direction_followed for p in evidence)
 
 
 def _challenge_message(challenge: list[str], tags: Sequence[str], missing: list[int],
                        evidence: tuple[PairEvidence, ...]) -> str:
     """Why a live try did not meet its challenge."""
-    if list(tags) != ["any", *challenge]:
-        return f"The samples are tagged {list(tags)}, the challenge asks for {['any', *challenge]}."
+    if list(tags[1:]) != challenge:
+        return (f"After the reference sample, the samples are tagged {list(tags[1:])}; the challenge "
+                f"asks for {challenge}.")
     if missing:
         return f"Sample {missing[0]} shows no usable face, so its direction cannot be checked."
     wrong = next(p for p in evidence if not p.direction_followed)

@@ -38,13 +38,63 @@ def test_issued_token_round_trips_with_its_flags() -> None:
     assert claims.kind == tokens.TASK_ENROLL and claims.maxtries == 5
     assert claims.requires_liveness and claims.task & tokens.FLAG_CHALLENGE
     assert len(claims.challenge) == 5 and all(len(seq) == 3 for seq in claims.challenge)
-    assert claims.directions_for_try(2) == claims.challenge[1]
+    first, second = claims.challenge[:2]
+    assert claims.challenge_for_try([], ["any", *first]) == first
+    assert claims.challenge_for_try([["any", *first]], ["left", *second]) == second
 
 
-def test_challenge_sequences_never_repeat_a_direction_twice_in_a_row() -> None:
-    for _ in range(200):
-        seq = tokens.random_directions(7)
-        assert all(a != b for a, b in zip(seq, seq[1:], strict=False))
+AXIS = {"left": 0, "right": 0, "up": 1, "down": 1}
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 7])
+def test_challenges_follow_the_pattern_of_bioids_page(count: int) -> None:
+    """A, opposite(A), B on the other axis, opposite(B), ...: never A, opposite(A), A, which the
+    page cannot show (its blue head would not move)."""
+    seen = set()
+    for _ in range(400):
+        sequence = tokens.challenge_sequence(count)
+        assert len(sequence) == count
+        for k in range(0, count, 2):
+            if k + 1 < count:
+                assert sequence[k + 1] == tokens.OPPOSITE[sequence[k]], sequence
+            if k >= 2:
+                assert AXIS[sequence[k]] != AXIS[sequence[k - 2]], sequence
+        seen.add(tuple(sequence[:3]))
+    assert len(seen) == (4 if count == 2 else 8)  # 4 first directions × 2 on the other axis
+
+
+SEQUENCES = (("left", "right", "up"), ("down", "up", "left"), ("left", "right", "down"), ("left", "right", "up"))
+
+
+@pytest.mark.parametrize(("tries", "expected"), [
+    # the reference's tag does not matter: a retry's first photo carries the last direction
+    ([["any", "left", "right", "up"], ["up", "down", "up", "left"]], [0, 1]),
+    # a refused first photo moved the page on to the second sequence without a server call
+    ([["any", "down", "up", "left"]], [1]),
+    # then its try 1 is judged against the first unused sequence the tags follow
+    ([["any", "down", "up", "left"], ["left", "left", "right", "up"]], [1, 0]),
+    # never a used one: the same directions again go to the next identical sequence
+    ([["any", "left", "right", "up"], ["up", "left", "right", "up"], ["up", "left", "right", "up"]], [0, 3, None]),
+    # a try cut short after a refused later photo uses up the sequence it started
+    ([["any", "left"], ["right", "left", "right", "down"]], [0, 2]),
+    # tags that follow no sequence use none
+    ([["any", "up", "up", "up"], ["any", "left", "right", "up"]], [None, 0]),
+    ([["any"]], [0]),
+])
+def test_each_try_is_judged_against_the_unused_sequence_its_tags_follow(
+        tries: list[list[str]], expected: list[int | None]) -> None:
+    assert tokens.assign_challenges(SEQUENCES, tries) == expected
+
+
+def test_a_try_whose_tags_follow_no_unused_sequence_is_judged_against_an_unused_one() -> None:
+    token = tokens.verify(tokens.issue(request(challenge=True, maxtries=3), secret=SECRET, audience=AUD,
+                                       lifetime=600), secret=SECRET, audience=AUD)
+    first = token.challenge[0]
+    wrong = ["any", *[tokens.OPPOSITE[d] for d in first]]  # never the pattern's start: A then A's opposite
+    judged = token.challenge_for_try([["any", *first]], wrong)
+    assert judged in token.challenge[1:] and judged[1:] != tuple(wrong[1:])
+    assert tokens.verify(tokens.issue(request(), secret=SECRET, audience=AUD, lifetime=600), secret=SECRET,
+                         audience=AUD).challenge_for_try([], ["any", "left"]) == ()
 
 
 def test_challenge_implies_liveness() -> None:
