@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from bws.faces import FaceMesh
-from liveness_service.liveness import DIRECTIONS, LivenessDecision, LivenessThresholds, PairEvidence, decide
+from liveness_service.liveness import LivenessDecision, LivenessThresholds, PairEvidence, decide
 from tests.facegen.render import ATTACKS, face_engine, live_sequence, meshes_of, source_photo, static_frames
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -30,11 +30,16 @@ STEPS = (8.0, 10.0, 12.0, 15.0)
 
 
 def challenge_directions(rng: np.random.Generator, count: int = 3) -> list[str]:
-    """Random directions without the same one twice in a row, as the gateway draws them."""
-    directions = [str(rng.choice(DIRECTIONS))]
+    """A random challenge in the gateway's pattern (``gateway.tokens.challenge_sequence``): a
+    direction, its opposite, a direction on the other axis, its opposite, ..."""
+    axes = (("left", "right"), ("up", "down"))
+    axis = int(rng.integers(2))
+    directions: list[str] = []
     while len(directions) < count:
-        directions.append(str(rng.choice([d for d in DIRECTIONS if d != directions[-1]])))
-    return directions
+        direction = str(rng.choice(axes[axis]))
+        directions += [direction, OPPOSITE[direction]]
+        axis = 1 - axis
+    return directions[:count]
 
 
 class Timer:

@@ -225,14 +225,24 @@ class FaceRig:
         return ((points[:, 0] >= margin) & (points[:, 0] <= width - 1 - margin)
                 & (points[:, 1] >= margin) & (points[:, 1] <= height - 1 - margin))
 
+    @property
+    def neck_pivot(self) -> np.ndarray:
+        """Where a head turning on its neck turns about, relative to :attr:`centre` (px): below
+        the face centre by 0.45 face heights and behind it by 0.35 face widths (the upper cervical
+        spine, roughly at the level of the mouth and behind the ears)."""
+        oval = self.mesh.points[list(FACE_OVAL)]
+        return np.array([0.0, 0.45 * float(np.ptp(oval[:, 1])), 0.35 * float(np.ptp(oval[:, 0]))])
+
     def render(self, yaw_deg: float, pitch_deg: float, *, shift: tuple[float, float] = (0.0, 0.0),
-               scale: float = 1.0) -> np.ndarray:
+               scale: float = 1.0, pivot: np.ndarray | None = None) -> np.ndarray:
         """The photo with the head turned: ``yaw_deg > 0`` toward the image's left edge,
-        ``pitch_deg > 0`` up; then the whole frame moved by ``shift`` px and scaled about the
-        face centre by ``scale`` (camera jitter)."""
+        ``pitch_deg > 0`` up, about :attr:`centre` plus ``pivot`` (px; e.g. :attr:`neck_pivot`);
+        then the whole frame moved by ``shift`` px and scaled about the face centre by ``scale``
+        (camera jitter)."""
         rotated = self.vertices.copy()
         moving = self.moving
-        rotated[moving] = (rotated[moving] - self.centre) @ _rotation(yaw_deg, pitch_deg).T + self.centre
+        about = self.centre if pivot is None else self.centre + pivot
+        rotated[moving] = (rotated[moving] - about) @ _rotation(yaw_deg, pitch_deg).T + about
         target = self.centre[:2] + scale * (rotated[:, :2] - self.centre[:2]) + np.asarray(shift, float)
         source = self.vertices[:, :2]
         # Far to near, background first; triangles turned away from the camera (their winding
