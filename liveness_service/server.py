@@ -154,8 +154,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             usable_samples=sum(m is not None for m in meshes),
             pairs=[
                 liveness_pb2.PairEvidence(
-                    index=p.index, motion=p.motion, planarity_residual=p.planarity_residual,
-                    rigid_ratio=p.rigid_ratio, yaw_delta=p.yaw_delta, pitch_delta=p.pitch_delta,
+                    index=p.index, second_index=p.second, motion=p.motion, planarity_residual=p.planarity_residual,
+                    rigid_ratio=p.rigid_ratio, yaw_delta=p.yaw_delta, pitch_delta=p.pitch_delta, turn=p.turn,
                     expected_direction=p.expected_direction,
                     direction_followed=bool(p.direction_followed), live=p.live,
                 )

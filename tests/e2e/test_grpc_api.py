@@ -85,9 +85,13 @@ def test_check_liveness_returns_its_evidence(stack, store: ObjectStore) -> None:
         assert again.liveness_score == pytest.approx(reply.liveness_score, abs=1e-4)
         assert not any(store.exists(analysis_key(ref.key)) for ref in refs)
     assert reply.live and reply.challenge_met and reply.usable_samples == 3
-    assert [p.expected_direction for p in reply.pairs] == ["up", "left"]
-    assert all(p.direction_followed and p.planarity_residual > 0 for p in reply.pairs)
-    assert reply.pairs[0].pitch_delta > 5 and reply.pairs[1].yaw_delta > 5
+    # every pair of samples is measured; the consecutive ones carry the challenge's directions
+    assert [(p.index, p.second_index, p.expected_direction) for p in reply.pairs] == [
+        (0, 1, "up"), (0, 2, ""), (1, 2, "left")]
+    assert all(p.planarity_residual > 0 and p.turn > 0 for p in reply.pairs)
+    consecutive = [p for p in reply.pairs if p.expected_direction]
+    assert all(p.direction_followed for p in consecutive)
+    assert consecutive[0].pitch_delta > 5 and consecutive[1].yaw_delta > 5
     assert len(reply.samples) == 3 and all(s.sharpness > 0 for s in reply.samples)
 
 

@@ -23,9 +23,12 @@ from liveness_service.liveness import (
     LivenessDecision,
     LivenessThresholds,
     decide,
-    tag_pose_change,
+    direction_followed,
+    measure_pair,
+    tag_turn,
 )
 from tests import facegen
+from tests.facegen import page
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 PHOTOS = ("astronaut", "grace_hopper")
@@ -92,24 +95,37 @@ def test_a_render_turned_left_and_up_moves_the_nose_that_way_and_mediapipe_reads
     assert up.pitch_degrees < frontal.pitch_degrees - 4
 
 
-def _posed(yaw: float, pitch: float) -> FaceMesh:
-    """A mesh whose pose matrix reads ``yaw`` and ``pitch`` (MediaPipe's signs); no landmarks needed."""
-    y, p = math.radians(yaw), math.radians(pitch)
-    about_y = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    about_x = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    transform = np.eye(4)
-    transform[:3, :3] = about_x @ about_y
-    return FaceMesh(points=np.zeros((478, 3)), transform=transform)
+def _turning(axis: str, degrees: float) -> np.ndarray:
+    """A rotation about the image's x or y axis (x right, y down, z away from the camera)."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
 def test_tag_convention_left_is_the_image_left_edge_when_mirrored_and_the_subjects_left_when_not() -> None:
-    toward_image_right = (_posed(0, 0), _posed(10, 0))  # MediaPipe yaw grows toward the image's right edge
-    mirrored_yaw, _ = tag_pose_change(*toward_image_right, mirrored=True)
-    camera_true_yaw, _ = tag_pose_change(*toward_image_right, mirrored=False)
+    toward_image_right = _turning("y", -10)
+    assert (toward_image_right @ [0, 0, -1])[0] > 0  # the face's normal now points to the image's right
+    mirrored_yaw, _ = tag_turn(toward_image_right, toward_image_right.T, mirrored=True)
+    camera_true_yaw, _ = tag_turn(toward_image_right, toward_image_right.T, mirrored=False)
     assert mirrored_yaw == pytest.approx(-10 / YAW_READ_GAIN)  # "right" in a mirrored frame
     assert camera_true_yaw == pytest.approx(10 / YAW_READ_GAIN)  # the subject's own left
-    _, pitch = tag_pose_change(_posed(0, 0), _posed(0, 10), mirrored=True)  # looking down
-    assert pitch == pytest.approx(-10 / PITCH_READ_GAIN)
+    toward_top = _turning("x", -10)
+    assert (toward_top @ [0, 0, -1])[1] < 0  # toward the image's top edge: "up"
+    _, pitch = tag_turn(toward_top, toward_top.T, mirrored=True)
+    assert pitch == pytest.approx(10 / PITCH_READ_GAIN)
+
+
+def test_the_rigid_fit_reads_a_rendered_turn_in_head_degrees(engine: Engine) -> None:
+    """The turn the challenge is judged on, within 2° on renders of known yaw and pitch."""
+    rig = facegen.rig_for(facegen.source_photo("astronaut"))
+    frontal, left, down = meshes([rig.render(0, 0), rig.render(6, 0), rig.render(0, -6)], engine)
+    thresholds = LivenessThresholds()
+    assert frontal is not None and left is not None and down is not None
+    to_left = measure_pair(0, frontal, left, mirrored=True, thresholds=thresholds)
+    to_down = measure_pair(0, frontal, down, mirrored=True, thresholds=thresholds)
+    assert (to_left.yaw_delta, to_left.pitch_delta) == (pytest.approx(6, abs=2), pytest.approx(0, abs=2))
+    assert (to_down.yaw_delta, to_down.pitch_delta) == (pytest.approx(0, abs=2), pytest.approx(-6, abs=2))
 
 
 # -- live tries ------------------------------------------------------------------------------
@@ -122,7 +138,7 @@ def test_a_head_turning_is_live(engine: Engine, name: str, step: float) -> None:
     decision = plain(meshes(frames, engine))
     assert (decision.live, decision.error_code, decision.challenge_met) == (True, None, None), decision.message
     assert decision.score >= 0.5
-    assert len(decision.pairs) == 3
+    assert len(decision.pairs) == 6 and sum(p.consecutive for p in decision.pairs) == 3  # every pair, 3 consecutive
 
 
 def test_a_sample_without_a_face_is_skipped(turns: dict[tuple[str, str], Meshes]) -> None:
@@ -250,7 +266,7 @@ def test_a_challenge_of_three_directions_is_checked_sample_by_sample(engine: Eng
     assert challenged(found, directions).challenge_met
     wrong = challenged(found, ["up", "right", "down"])
     assert wrong.error_code == "ChallengeResponseFailed"
-    assert [pair.direction_followed for pair in wrong.pairs] == [True, False, True]
+    assert [pair.direction_followed for pair in wrong.pairs if pair.consecutive] == [True, False, True]
     untagged = decide(found, ["any"] * 4, expected_directions=directions)
     assert untagged.error_code == "ChallengeResponseFailed"
 
@@ -271,3 +287,50 @@ def test_a_challenge_with_a_sample_without_a_face_is_challenge_response_failed(e
     found = meshes(facegen.live_sequence(facegen.source_photo("astronaut"), directions, rng=6), engine)
     decision = challenged([found[0], found[1], None], directions)
     assert (decision.live, decision.error_code) == (True, "ChallengeResponseFailed")
+
+
+# -- photos taken the way BioID's capture page takes them ----------------------------------------
+
+
+def page_try(engine: Engine, name: str, speed: str, challenge: list[str], seed: int,
+             **options: object) -> tuple[LivenessDecision, list[tuple[float, float]]]:
+    """A person following BioID's page (tests/facegen/page.py), judged as the server judges the try."""
+    person = page.Follower(page.framed_photo(name), page.SPEEDS[speed], np.random.default_rng(seed),
+                           **options)  # type: ignore[arg-type]
+    capture = page.Page(phase=0.02).capture(person, challenge, start=1.0)
+    assert capture.ended == "complete", capture.ended
+    found = meshes([p.image for p in capture.photos], engine)
+    return challenged(found, challenge), [p.pose for p in capture.photos]
+
+
+@pytest.mark.parametrize(("name", "challenge"), [
+    ("astronaut", ["right", "left", "down"]), ("grace_hopper", ["left", "right", "up"]),
+    ("grace_hopper", ["down", "up", "right"]), ("astronaut", ["up", "down", "left"]),
+])
+def test_a_slow_follower_photographed_mid_turn_is_live_and_follows(engine: Engine, name: str,
+                                                                    challenge: list[str]) -> None:
+    """The page photographs a user who follows as slowly as its animation 4–6° into each turn;
+    one pair of such photos is too little for 3D evidence, the try's most different two are not."""
+    decision, poses = page_try(engine, name, "slow", challenge, seed=41)
+    steps = [max(abs(b[0] - a[0]), abs(b[1] - a[1])) for a, b in zip(poses, poses[1:], strict=False)]
+    assert max(steps) < 9.0, steps  # really taken mid-turn
+    assert (decision.error_code, decision.challenge_met) == (None, True), decision.message
+
+
+def test_a_flat_photo_moved_the_way_the_page_asks_is_not_live(engine: Engine) -> None:
+    decision, _ = page_try(engine, "astronaut", "prompt", ["left", "right", "up"], seed=42, flat=True)
+    assert decision.error_code == "LiveDetectionFailed", decision.message
+
+
+@pytest.mark.parametrize(("direction", "first", "second", "followed"), [
+    ("down", (-4.0, 0.0), (-0.5, -4.0), True),  # the turned axis comes back to the centre: fine
+    ("down", (0.0, 0.0), (3.5, -4.0), True),  # away on the other axis, but less than 4/3 of the asked turn
+    ("down", (0.0, 0.0), (6.0, -4.0), False),  # mostly on the other axis
+    ("down", (0.0, 0.0), (0.0, -1.5), False),  # too little: a still head reads up to 1.7°
+    ("left", (0.0, 0.0), (-3.0, 0.0), False),  # the other way
+    ("left", (-5.0, 0.0), (-2.0, 0.5), True),  # back toward the centre from the right is "left"
+])
+def test_a_direction_is_followed_on_its_axis_relative_to_the_reference(
+        direction: str, first: tuple[float, float], second: tuple[float, float], followed: bool) -> None:
+    turn = (second[0] - first[0], second[1] - first[1])
+    assert direction_followed(direction, turn, first, second, LivenessThresholds()) is followed
