@@ -18,6 +18,7 @@ measures motion on), so each upload can be traced back to the video frame it cam
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +71,13 @@ def to_i420(bgr: np.ndarray) -> bytes:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).tobytes()  # BT.601 limited range
 
 
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = FPS) -> None:
-    height, width = frames[0].shape[:2]
+def write_y4m(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> None:
+    """Write the frames (all of one size) as they come, without holding them all in memory."""
     with open(path, "wb") as out:
-        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420mpeg2\n".encode())
-        for frame in frames:
+        for number, frame in enumerate(frames):
+            if number == 0:
+                height, width = frame.shape[:2]
+                out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420mpeg2\n".encode())
             out.write(b"FRAME\n")
             out.write(to_i420(frame))
 
