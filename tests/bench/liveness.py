@@ -196,6 +196,8 @@ class Run:
         self.page_seconds = 0.0
         self.page_incomplete: Counter[tuple[str, str]] = Counter()  # (speed or attack, how it ended)
         self.page_steps: dict[str, list[float]] = {"prompt": [], "slow": [], "photo_following": []}
+        self.page_durations: dict[str, list[float]] = {"prompt": [], "slow": []}
+        self.page_nudged: Counter[str] = Counter()  # tries in which the page said "Please move your head"
 
     def next_seed(self) -> int:
         self.seed += 1
@@ -266,6 +268,9 @@ class Run:
         poses = [photo.pose for photo in capture.photos]
         steps = [max(abs(b[0] - a[0]), abs(b[1] - a[1])) for a, b in zip(poses, poses[1:], strict=False)]
         self.page_steps[speed.name if not flat else "photo_following"].extend(steps)
+        if not flat:
+            self.page_durations[speed.name].append(capture.photos[-1].time - capture.photos[0].time)
+            self.page_nudged[speed.name] += capture.nudges > 0
         if flat:
             self.judge(found, capture.tags, challenge, mirrored=True, group="attack", kind="photo_following",
                        photo=name, step=0.0, seed=seed)
@@ -356,7 +361,10 @@ def report(run: Run, argv: Sequence[str]) -> str:
         out(f"- bona fide, photographed as BioID's page takes them: {len(judged)} tries of people following it "
             f"{speed}ly (every challenge of the gateway's pattern, {run.page_seeds} per photo and challenge); "
             f"true turn between consecutive photos median {np.median(steps):.1f}° (p5 {np.percentile(steps, 5):.1f}°, "
-            f"p95 {np.percentile(steps, 95):.1f}°)"
+            f"p95 {np.percentile(steps, 95):.1f}°); from the first photo to the last "
+            f"{np.median(run.page_durations[speed]):.1f} s (median; max {max(run.page_durations[speed]):.1f} s); "
+            f"in {run.page_nudged[speed]} the page said \"Please move your head\" (5 s without a photo) before "
+            "the person turned far enough"
             + (f"; the page itself gave up on {sum(gave_up.values())} more ({gave_up}): no server call, not counted"
                if gave_up else ""))
     out(f"- challenge not followed: {len(opposite)} (the fixed-step challenge tries against the opposite "

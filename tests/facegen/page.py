@@ -279,6 +279,7 @@ class Capture:
     challenge: list[str]
     photos: list[Photo]
     ended: str  # "complete", "refused-first" (retry, no server call), "refused-later", "timeout"
+    nudges: int = 0  # how often the page said "Please move your head"
 
     @property
     def accepted(self) -> list[Photo]:
@@ -311,11 +312,13 @@ class Page:
         shown = ""  # the blue head's current tag ("" after the reset)
         tick = start + self.phase
         nudged = start
+        nudges = 0
         while tick - start <= TRY_LIMIT_S:
             tick += TICK_S
             if tick - max(nudged, photos[-1].time if photos else start) >= NO_MOVEMENT_S:
                 person.nudge(tick, shown)
                 nudged = tick
+                nudges += 1
             if tick < resume:
                 continue
             upload = cv2.flip(person.frame(tick), 1)[:, CROP_X[0]:CROP_X[1]]
@@ -331,10 +334,10 @@ class Page:
                 shown = self.tag
                 resume = tick + PAUSE_S
             if not photo.accepted:
-                return Capture(challenge, photos, "refused-first" if len(photos) == 1 else "refused-later")
+                return Capture(challenge, photos, "refused-first" if len(photos) == 1 else "refused-later", nudges)
             if len(photos) == recordings:
-                return Capture(challenge, photos, "complete")
-        return Capture(challenge, photos, "timeout")
+                return Capture(challenge, photos, "complete", nudges)
+        return Capture(challenge, photos, "timeout", nudges)
 
 
 @dataclass(frozen=True)
