@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from bws import __version__
 
@@ -109,3 +110,22 @@ class CountedEvents:
         counted = ", ".join(f"{count} {kind}" for kind, count in sorted(self._counts.items()))
         self._counts.clear()
         return counted
+
+
+# Query parameters whose values are secrets (a BWS token in /uui and /extension/result, ...):
+# never written to a log line, also not by the access log.
+SECRET_QUERY_KEYS = frozenset({"access_token", "token", "jwt", "secret", "password", "key", "code"})
+
+
+def redact_query(path_qs: str) -> str:
+    """``path_qs`` with the values of secret query parameters replaced by ``[redacted]``."""
+    parts = urlsplit(path_qs)
+    if not parts.query:
+        return path_qs
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key.lower() in SECRET_QUERY_KEYS for key, _ in pairs):
+        return path_qs
+    query = "&".join(f"{quote(key, safe='')}=" + ("[redacted]" if key.lower() in SECRET_QUERY_KEYS
+                                                  else quote(value, safe=""))
+                     for key, value in pairs)
+    return f"{parts.path}?{query}"

@@ -23,6 +23,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bws import images, logs
+from bws.bcid import Bcid, valid_partition
 from bws.faces import (
     FaceAnalysis,
     FaceDetector,
@@ -37,7 +38,7 @@ from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from enroll_service.matching import IndexCache, centroid, score
-from enroll_service.templates import CLASS_ID, Template, TemplateStore
+from enroll_service.templates import Template, TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,9 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.shared = SharedAnalyses(store, settings.storage.share_analyses)
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
-        if not CLASS_ID.match(class_id):
+        if Bcid.parse_canonical(class_id) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "class_id must look like storage/partition/classid")
+                                "class_id must look like storage/partition/classid (a name, 0..2^63-1, 1..2^63-1)")
         return class_id
 
     async def Enroll(self, request: enrollment_pb2.EnrollRequest,
@@ -161,7 +162,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
         embeddings = await self._embeddings(samples)
         if not embeddings:
-            log.info("enroll %s: no usable face in %d sample(s)", class_id, len(samples))
+            log.info("enroll: no usable face in %d sample(s)", len(samples))
             return enrollment_pb2.EnrollReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED,
                 performed_action=enrollment_pb2.ENROLLMENT_ACTION_ENROLLMENT_FAILED,
@@ -169,8 +170,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 template_status=template_status(class_id, await asyncio.to_thread(self.templates.get, class_id)),
             )
         template, created = await self._add_to_template(class_id, embeddings)
-        log.info("enroll %s: %d of %d sample(s) added, template %s", class_id, len(embeddings),
-                 len(samples), "created" if created else "updated")
+        log.info("enroll: %d of %d sample(s) added, template %s", len(embeddings), len(samples),
+                 "created" if created else "updated")
         return enrollment_pb2.EnrollReply(
             status=common_pb2.JOB_STATUS_SUCCEEDED,
             performed_action=(enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED if created
@@ -215,7 +216,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             deleted = await guarded(context, asyncio.to_thread(self.templates.delete, class_id))
             if deleted:
                 await guarded(context, asyncio.to_thread(self.indexes.record_change, class_id))
-            log.info("delete template %s: %s", class_id, "deleted" if deleted else "none")
+            log.info("delete template: %s", "deleted" if deleted else "none")
             return enrollment_pb2.DeleteTemplateReply(deleted=deleted)
 
     async def Verify(self, request: enrollment_pb2.VerifyRequest,
@@ -240,7 +241,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                                               errors=[NO_USABLE_FACE])
         similarity = score(centroid(embeddings), centroid(template.matrix()))
         verified = similarity >= threshold
-        log.info("verify %s: score %.3f (threshold %.3f)", class_id, similarity, threshold)
+        # Never the class id or the score: biometric outcomes per person stay out of routine logs.
+        log.info("verify: %d sample(s) compared, %s", len(embeddings), "recognized" if verified else "not recognized")
         if verified and autoenroll:  # the embeddings at hand, not computed again in a second call
             await self._add_to_template(class_id, embeddings)
         return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=verified,
@@ -249,7 +251,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def Search(self, request: enrollment_pb2.SearchRequest,
                      context: grpc.aio.ServicerContext) -> enrollment_pb2.SearchReply:
         with rpc_context(context):
-            if not request.storage.isidentifier() or request.partition < 0 or not 0 <= request.top_k <= 100:
+            if not valid_partition(request.storage, request.partition) or not 0 <= request.top_k <= 100:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "storage must be a name, partition >= 0 and top_k 0..100")
             return await guarded(context, self._search(request))

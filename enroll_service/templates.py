@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +20,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bws.faces import ENCODER_NAME, ENCODER_VERSION
 from bws.storage import ObjectStore, PreconditionFailed, class_key
 
-CLASS_ID = re.compile(r"^\w+/\d+/\d+$")
 _MAGIC = b"BWT1"
 _WRITE_ATTEMPTS = 8
 

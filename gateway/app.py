@@ -9,6 +9,7 @@ import time
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bws import logs
@@ -38,6 +39,16 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         HTTP_REQUESTS.labels(endpoint, request.method, str(status)).inc()
         HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - began)
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: client, request line, status, size, seconds. Secret query values
+    (the token of /uui and /extension/result) are redacted: a usable token never reaches a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        version = f"HTTP/{request.version.major}.{request.version.minor}"
+        self.logger.info('%s "%s %s %s" %d %d %.6fs', request.remote or "-", request.method,
+                         logs.redact_query(request.path_qs), version, response.status, response.body_length, time)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -109,5 +120,4 @@ def main() -> None:
         log.info("not a glibc process: large buffers are allocated as the C library decides")
     settings = GatewaySettings.from_env()
     log.info("settings: %s", redacted(settings))
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log_format='%a "%r" %s %b %Tfs', print=None)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log_class=AccessLog, print=None)

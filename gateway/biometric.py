@@ -129,7 +129,8 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
     except BaseException:
         await _release(backends, samples)
         raise
-    log.info("%s %s: %s", action, claims.bcid or "-", result)
+    # The outcome, never the BCID or a score: biometric outcomes per person stay out of routine logs.
+    log.info("%s: %s", action, "succeeded" if result.get("Success") else result.get("Error", "not recognized"))
     record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
     # The outcome is recorded before the reply (the app asks /extension/result next); the
     # samples are deleted just after it, which the reply need not wait for.

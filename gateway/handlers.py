@@ -19,7 +19,7 @@ from bws import __version__, images
 from bws.storage import SAMPLE_TAGS, StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
-from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, traits
+from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, state_param, traits
 from gateway.backends import BACKENDS, SETTINGS, Backends
 from gateway.biometric import Outcome, check_liveness
 from gateway.errors import OVERLOAD, ApiError, error_response
@@ -63,7 +63,7 @@ async def token(request: web.Request) -> web.Response:
         audience=settings.public_url,
         lifetime=settings.token_lifetime_seconds,
     )
-    log.info("token issued: app=%s bcid=%s task=%s", app.app_id, bcid, task_name)
+    log.info("token issued: app=%s task=%s", app.app_id, task_name)
     return web.Response(text=issued, content_type="text/plain")
 
 
@@ -153,11 +153,14 @@ async def livedetection(request: web.Request) -> web.Response:
     fields. The images are stored only for the duration of the call.
     """
     basic_app(request)
+    state_param(request)  # refused before any work
     body = await request.read()
     fields: dict[str, object]
     try:
         parsed = json.loads(body)
         fields = parsed if isinstance(parsed, dict) else {}
+    except RecursionError:  # JSON nested thousands deep: not what any client sends
+        raise ApiError(400, "The body must be a JSON object with liveimage1 and liveimage2.") from None
     except ValueError:
         fields = {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace")).items()}
     samples = [_sample_of(fields.get(name), name) for name in ("liveimage1", "liveimage2")]
@@ -178,7 +181,7 @@ async def livedetection(request: web.Request) -> web.Response:
         live, error = False, "ExecutionOfJobTimedOut"
     finally:
         await backends.storage(backends.store.delete, stored)
-    state = request.query.get("state")
+    state = state_param(request)
     if state is None:
         return web.json_response(live)
     reply: dict[str, object] = {"Success": live, "State": state}
@@ -213,7 +216,7 @@ async def deleteclass(request: web.Request) -> web.Response:
     backends = request.app[BACKENDS]
     reply = await backends.call(backends.enrollment.DeleteTemplate,
                                 enrollment_pb2.DeleteTemplateRequest(class_id=str(bcid)))
-    log.info("deleteclass %s: %s", bcid, "deleted" if reply.deleted else "nothing to delete")
+    log.info("deleteclass: %s", "deleted" if reply.deleted else "nothing to delete")
     return web.Response(status=200)
 
 

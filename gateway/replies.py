@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.etree import ElementTree
 
 from aiohttp import web
 
 XML_TYPES = ("application/xml", "text/xml")
+# What XML 1.0 cannot carry at all, not even as a character reference: never in a reply.
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 XMLNS_I = "http://www.w3.org/2001/XMLSchema-instance"
 XMLNS = "http://schemas.datacontract.org/2004/07/BioID.Services"
 
@@ -28,7 +31,7 @@ def _fill(element: ElementTree.Element, value: Any) -> None:
         for item in value:
             _fill(ElementTree.SubElement(element, element.tag.removesuffix("es")), item)
     else:
-        element.text = str(value)
+        element.text = _XML_ILLEGAL.sub("\ufffd", str(value))
 
 
 def to_xml(root_name: str, fields: dict[str, Any]) -> bytes:

@@ -9,7 +9,6 @@ issuer on every call.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 import uuid
@@ -17,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jwt
+
+from bws.bcid import Bcid
 
 ALGORITHM = "HS256"
 
@@ -39,31 +40,10 @@ TASKS = {
 }
 TRAITS = {"face": 1, "periocular": 2}
 
-_BCID = re.compile(r"^(\w+)[./](\d+)[./](\d+)$")
 
 
 class TokenInvalid(Exception):
     """The token is missing, malformed, forged or expired (HTTP 401)."""
-
-
-@dataclass(frozen=True)
-class Bcid:
-    """A Biometric Class ID: ``storage.partition.classid`` or ``storage/partition/classid``."""
-
-    storage: str
-    partition: int
-    class_id: int
-
-    @classmethod
-    def parse(cls, text: str) -> Bcid | None:
-        match = _BCID.match(text.strip())
-        if not match:
-            return None
-        return cls(match.group(1), int(match.group(2)), int(match.group(3)))
-
-    def __str__(self) -> str:
-        """The canonical form, also the enrollment service's class id."""
-        return f"{self.storage}/{self.partition}/{self.class_id}"
 
 
 @dataclass(frozen=True)

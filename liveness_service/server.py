@@ -143,8 +143,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             thresholds=self.settings.thresholds,
         )
         LIVENESS_DECISIONS.labels(decision.error_code or "Live").inc()
-        log.info("liveness: live=%s challenge_met=%s error=%s score=%.3f usable=%d/%d",
-                 decision.live, decision.challenge_met, decision.error_code, decision.score,
+        log.info("liveness: live=%s challenge_met=%s error=%s usable=%d/%d",
+                 decision.live, decision.challenge_met, decision.error_code,
                  sum(m is not None for m in meshes), len(meshes))
         reply = liveness_pb2.CheckLivenessReply(
             status=common_pb2.JOB_STATUS_SUCCEEDED,

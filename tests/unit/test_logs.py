@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from bws import logs
 from bws.logs import CountedEvents
 
 
@@ -33,3 +34,14 @@ async def test_closing_says_what_is_still_counted(caplog: pytest.LogCaptureFixtu
     events.add("upload")
     events.close()
     assert messages(caplog) == ["refused: upload", "refused: 1 upload more"]
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/uui?access_token=eyJ.abc.def&return_url=https%3A%2F%2Fa.example%2Fb&state=s",
+     "/uui?access_token=[redacted]&return_url=https%3A%2F%2Fa.example%2Fb&state=s"),
+    ("/extension/result?ACCESS_TOKEN=x", "/extension/result?ACCESS_TOKEN=[redacted]"),
+    ("/extension/isenrolled?bcid=bws.1.2", "/extension/isenrolled?bcid=bws.1.2"),
+    ("/livez", "/livez"),
+])
+def test_secret_query_values_are_redacted(path: str, expected: str) -> None:
+    assert logs.redact_query(path) == expected

@@ -20,3 +20,11 @@ def test_identify_matches_become_nested_elements() -> None:
     root = ElementTree.fromstring(xml)
     match = root.find(f"{{{XMLNS}}}Matches/{{{XMLNS}}}Match")
     assert match is not None and match.find(f"{{{XMLNS}}}BCID").text == "bws/1/7"
+
+
+def test_xml_replies_stay_well_formed_whatever_the_text() -> None:
+    """XML 1.0 cannot carry most control characters, not even escaped: they become U+FFFD."""
+    body = to_xml("LiveDetectionResult", {"Success": False, "State": "a\x01b\x1b<c>&\ud800"})
+    parsed = ElementTree.fromstring(body)
+    state = parsed.find(f"{{{XMLNS}}}State")
+    assert state is not None and state.text == "a\ufffdb\ufffd<c>&\ufffd"

@@ -129,3 +129,20 @@ def test_verify_refuses_bad_tokens(case: str) -> None:
     }[case]()
     with pytest.raises(tokens.TokenInvalid):
         tokens.verify(bad, secret=SECRET, audience=AUD)
+
+
+@pytest.mark.parametrize("text", [
+    "bws.1." + "9" * 5000,  # more digits than Python converts: once a 500
+    "bws.9223372036854775808.1",  # partition above 2^63 - 1
+    "bws.1.9223372036854775808",  # class id above 2^63 - 1 (BWS 3 class ids are int64)
+    "bws.1.0",  # class ids are positive
+    "s" * 65 + ".1.2",  # a storage name too long for a tidy object key
+    "bwś.1.2",  # storage names are ASCII
+])
+def test_bcid_refuses_values_out_of_bounds(text: str) -> None:
+    assert tokens.Bcid.parse(text) is None
+
+
+def test_bcid_takes_the_largest_int64() -> None:
+    bcid = tokens.Bcid.parse(f"{'s' * 64}.9223372036854775807.9223372036854775807")
+    assert bcid is not None and bcid.partition == bcid.class_id == 2**63 - 1

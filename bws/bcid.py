@@ -1,0 +1,54 @@
+"""Biometric Class IDs (BCIDs): ``storage.partition.classid`` or ``storage/partition/classid``.
+
+Shared by the gateway (which parses what clients send) and the enrollment service (which checks
+the canonical form it is given). The bounds keep every BCID a valid object key and a valid
+BWS 3 class: storage a name of 1–64 ASCII letters, digits or underscores; partition 0..2^63−1;
+class id 1..2^63−1 (BWS 3 class ids are positive int64).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_INT64 = 2**63 - 1
+_BCID = re.compile(r"^([A-Za-z0-9_]{1,64})[./](\d{1,19})[./](\d{1,19})$")
+_CANONICAL = re.compile(r"^([A-Za-z0-9_]{1,64})/(\d{1,19})/(\d{1,19})$")
+_STORAGE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Bcid:
+    """A Biometric Class ID within the bounds above."""
+
+    storage: str
+    partition: int
+    class_id: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bcid | None:
+        """Either separator; None when malformed or out of bounds."""
+        return _bounded(_BCID.match(text.strip()))
+
+    @classmethod
+    def parse_canonical(cls, text: str) -> Bcid | None:
+        """Only the canonical ``storage/partition/classid`` (what the services are given)."""
+        return _bounded(_CANONICAL.match(text))
+
+    def __str__(self) -> str:
+        """The canonical form, also the enrollment service's class id."""
+        return f"{self.storage}/{self.partition}/{self.class_id}"
+
+
+def _bounded(match: re.Match[str] | None) -> Bcid | None:
+    if not match:
+        return None
+    partition, class_id = int(match.group(2)), int(match.group(3))
+    if partition > MAX_INT64 or not 1 <= class_id <= MAX_INT64:
+        return None
+    return Bcid(match.group(1), partition, class_id)
+
+
+def valid_partition(storage: str, partition: int) -> bool:
+    """Whether a storage name and partition are within the bounds of a BCID."""
+    return bool(_STORAGE.match(storage)) and 0 <= partition <= MAX_INT64
