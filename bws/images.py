@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
+import struct
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -19,11 +19,13 @@ import cv2
 import numpy as np
 import pybase64
 
-# Decoding is refused above this many pixels (a decompression bomb is a small file). OpenCV
-# reads the limit from its environment at its first decode and checks it before allocating.
-MAX_PIXELS = 40_000_000
+from bws import MAX_IMAGE_PIXELS
+
+# An image above this many pixels is refused from its header, before any pixel is decoded (a
+# decompression bomb is a small file: a 439 KB PNG of 20000×20000 took 3–9 s and 2.6 GB to
+# decode). A 40-megapixel photo is larger than any camera a client sends from.
+MAX_PIXELS = MAX_IMAGE_PIXELS
 MIN_SIDE = 32
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -116,16 +118,99 @@ def parse_data_url(url: str | bytes) -> Sample:
     media_type = sniff(data)
     if media_type is None:
         raise InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
+    check_size(data)  # a bomb is refused at the door, before it is stored or sent on
     return Sample(data=data, content_type=media_type)
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header, without decoding it; None when the header does
+    not say (truncated, or not a format this service takes). For TIFF, of its first image."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n"):
+            if data[12:16] != b"IHDR":
+                return None
+            return struct.unpack(">II", data[16:24])
+        if data.startswith(b"GIF8"):
+            return struct.unpack("<HH", data[6:10])
+        if data.startswith(b"BM"):
+            (header,) = struct.unpack("<I", data[14:18])
+            if header == 12:  # BITMAPCOREHEADER
+                return struct.unpack("<HH", data[18:22])
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(data)
+    except struct.error:  # the header ends early
+        return None
+    return None
+
+
+_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The frame size from the first SOFn marker, walking the segments that come before it."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
+            at += 2
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        (length,) = struct.unpack(">H", data[at + 2:at + 4])
+        if marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            return width, height
+        at += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first image file directory."""
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+    found: dict[int, int] = {}
+    for entry in range(min(count, 512)):
+        tag, kind, _, value = struct.unpack(order + "HHI4s", data[offset + 2 + 12 * entry:offset + 14 + 12 * entry])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value[:2] if kind == 3 else value)[0]
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def check_size(data: bytes) -> tuple[int, int]:
+    """The image's size from its header; InvalidImage when too large, too small or unknown."""
+    size = image_size(data)
+    if size is None:
+        raise InvalidImage("The image is corrupt or truncated: its header does not give its size.")
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise InvalidImage(f"The image is too large ({width}×{height} pixels; at most {MAX_PIXELS:,}).")
+    if min(width, height) < MIN_SIDE:
+        raise InvalidImage(f"The image is too small ({width}×{height} pixels).")
+    return size
+
+
 def decode(data: bytes) -> np.ndarray:
-    """Decode image bytes to a BGR array; InvalidImage when they are corrupt, huge or tiny."""
+    """Decode image bytes to a BGR array, upright as its EXIF orientation says (phone JPEGs are
+    often stored rotated); InvalidImage when they are corrupt, huge or tiny. The size is checked
+    from the header before any pixel is decoded."""
     if sniff(data) is None:
         raise InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
+    check_size(data)
     array = np.frombuffer(data, np.uint8)
     try:
-        image = cv2.imdecode(array, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        image = cv2.imdecode(array, cv2.IMREAD_COLOR)
     except cv2.error:
         image = None
     if image is None or image.size == 0:

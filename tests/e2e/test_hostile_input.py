@@ -9,10 +9,14 @@ import secrets
 import time
 import urllib.parse
 
+import grpc
 import numpy as np
 import pytest
 
+from bws import images
 from bws.devrun import Stack
+from bws.storage import ObjectStore
+from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, liveness_pb2, liveness_pb2_grpc
 from tests import facegen
 from tests.e2e.test_enroll import frames_png
 from tests.support.client import BwsClient
@@ -84,3 +88,39 @@ def test_no_score_or_class_id_in_the_services_logs(client: BwsClient, stack: Sta
         leaks = [line for line in lines if re.search(r"score\W{1,3}\d", line, re.IGNORECASE) or
                  (class_id in line and not ('"GET /extension/token?' in line or '"DELETE /extension/' in line))]
         assert leaks == [], (name, leaks[:3])
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    from tests.unit.test_images import png_bomb
+
+    return png_bomb(20_000, 20_000)  # 400 megapixels in about 400 KB
+
+
+def test_an_image_bomb_is_refused_at_upload_without_decoding(client: BwsClient, bomb: bytes, bcid: str) -> None:
+    token = client.token(bcid=bcid, task="enroll", livedetection=False)
+    reply = client.upload(token, bomb)
+    assert reply.status == 400 and "too large" in reply.json["Message"]
+    body = json.dumps({"liveimage1": images.to_data_url(bomb), "liveimage2": images.to_data_url(bomb)}).encode()
+    reply = client.basic_call("POST", "/extension/livedetection", body=body)
+    assert reply.status == 400 and "too large" in reply.json["Message"]
+
+
+def test_the_services_refuse_an_image_bomb_from_its_header(stack: Stack, store: ObjectStore, bomb: bytes) -> None:
+    """Sent straight to the liveness service (as from another client of the gRPC API), and stored
+    for the enrollment service to read: both refuse it from its header."""
+    ref = common_pb2.SampleRef(key=store.new_sample_key("bomb-" + secrets.token_hex(4), 0, "any"), tag="any")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.liveness_port}") as channel:
+        reply = liveness_pb2_grpc.LivenessServiceStub(channel).InspectSample(
+            liveness_pb2.InspectSampleRequest(sample=ref, data=bomb), timeout=30)
+    assert not reply.accepted and reply.errors[0].error_code == "InvalidSampleData"
+    assert "too large" in reply.errors[0].message
+    store.put(ref.key, bomb, "image/png")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{stack.enroll_port}") as channel:
+            enrolled = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
+                enrollment_pb2.EnrollRequest(class_id=f"bws/1/{secrets.randbelow(10**9) + 1}", samples=[ref]),
+                timeout=30)
+        assert enrolled.errors and enrolled.enrolled_images == 0
+    finally:
+        store.delete([ref.key])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 
+import cv2
 import pytest
 
 from bws.storage import ObjectStore
@@ -100,3 +102,22 @@ def test_upload_beyond_the_samples_a_token_may_hold_is_400(client: BwsClient, st
     store.delete([s.key for s in store.samples(jti)][:limit])
     assert [client.upload(token, face, index=index).status for index in (99, 100, 101)] == [200, 200, 400]
     assert len(store.samples(jti)) == limit
+
+
+def test_a_phone_jpeg_stored_rotated_is_accepted_and_verifies(client: BwsClient, bcid: str) -> None:
+    """EXIF Orientation=6, as phones store portrait photos: read upright, as every viewer shows it."""
+    from PIL import Image
+
+    upright = images.grace_hopper()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    rotated = cv2.cvtColor(cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE), cv2.COLOR_BGR2RGB)
+    Image.fromarray(rotated).save(buffer, "JPEG", quality=92, exif=exif.tobytes())
+    token = client.token(bcid=bcid, task="enroll", livedetection=False)
+    assert client.upload(token, images.encode(upright)).json["Accepted"] is True
+    assert client.enroll(token).json == {"Success": True}
+    token = client.token(bcid=bcid, task="verify", livedetection=False)
+    reply = client.upload(token, buffer.getvalue())
+    assert reply.json == {"Accepted": True, "Warnings": reply.json.get("Warnings", [])}, reply.json
+    assert client.call("verify", token).json == {"Success": True}
