@@ -1,9 +1,10 @@
 """Biometric Class IDs (BCIDs): ``storage.partition.classid`` or ``storage/partition/classid``.
 
 Shared by the gateway (which parses what clients send) and the enrollment service (which checks
-the canonical form it is given). The bounds keep every BCID a valid object key and a valid
-BWS 3 class: storage a name of 1–64 ASCII letters, digits or underscores; partition 0..2^63−1;
-class id 1..2^63−1 (BWS 3 class ids are positive int64).
+the canonical form it is given). The bounds keep every BCID a valid object key and within
+BWS 3's int64 class ids: storage a name of 1–64 ASCII letters, digits or underscores; partition
+and class id 0..2^63−1. (Classic clients ask identify tokens for class 0 of a partition; BWS 3
+class ids are positive, so a class 0 enrolled through the classic API is not reachable there.)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _bounded(match: re.Match[str] | None) -> Bcid | None:
     if not match:
         return None
     partition, class_id = int(match.group(2)), int(match.group(3))
-    if partition > MAX_INT64 or not 1 <= class_id <= MAX_INT64:
+    if partition > MAX_INT64 or class_id > MAX_INT64:
         return None
     return Bcid(match.group(1), partition, class_id)
 

@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 _handed_out: set[int] = set()
 
 
+SERVICES = ("liveness_service", "enroll_service", "gateway")  # started in this order
+
 def _ephemeral_range() -> range:
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -204,11 +206,22 @@ class Stack:
         self._wait("seaweedfs", self._s3_answers, 60)
 
     def start_services(self) -> None:
-        python = sys.executable
-        self._spawn("liveness_service", [python, "-m", "liveness_service"])
-        self._spawn("enroll_service", [python, "-m", "enroll_service"])
-        self._spawn("gateway", [python, "-m", "gateway"])
+        for name in SERVICES:
+            self._spawn(name, [sys.executable, "-m", name])
         self._wait("gateway", self._ready, 120)
+
+    def restart(self, name: str) -> None:
+        """Start one of the three processes again (after a crash or a stop) and wait until the
+        gateway is ready again."""
+        self.stop_process(name)
+        self._spawn(name, [sys.executable, "-m", name])
+        self._wait(name, self._ready, 120)
+
+    def send_signal(self, name: str, signum: int) -> None:
+        """Send a signal to a process: SIGSTOP and SIGCONT stall and resume it, SIGKILL crashes it."""
+        self.processes[name].send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.processes[name].wait(10)
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +238,7 @@ class Stack:
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a stalled process (SIGSTOP) must hear the SIGTERM
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)

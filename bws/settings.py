@@ -103,6 +103,9 @@ class StorageSettings:
     # (the Kubernetes manifests turn it on); with one, the replica's memory serves every call
     # and the extra writes would only cost, so it is off by default.
     share_analyses: bool = False
+    # BWS_S3_TIMEOUT_SECONDS: how long one request waits for the store to answer. A store that
+    # stalls (accepts connections, never answers) then fails a call within that, not a minute.
+    timeout_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageSettings:
@@ -115,6 +118,7 @@ class StorageSettings:
             region=_get(env, "BWS_S3_REGION", "us-east-1"),
             upload_expiry_days=_int(env, "BWS_UPLOAD_EXPIRY_DAYS", 1, low=1),
             share_analyses=_bool(env, "BWS_SHARE_ANALYSES", False),
+            timeout_seconds=_float(env, "BWS_S3_TIMEOUT_SECONDS", 5.0),
         )
 
 

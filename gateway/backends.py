@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import functools
 import logging
@@ -30,6 +31,7 @@ from bws.v1 import enrollment_pb2_grpc, liveness_pb2_grpc
 
 log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
+READY_TIMEOUT_SECONDS = 1.5  # how long /readyz waits for each of the services and the store
 
 
 class Admission:
@@ -175,6 +177,53 @@ class SampleCounts:
             del self._counts[token_id]
 
 
+class UnwantedSamples:
+    """Samples the client was told were not kept, but that the store may hold after all.
+
+    A store that stalls can still carry out a write it never acknowledged (the request sat in
+    its socket), even after the delete that should undo it. A sample whose write or inspection
+    failed is therefore left out of this replica's claims (``of``) for as long as its token
+    lives, and deleted again and again in the background, 2, 4, 8, ... seconds apart (a missing
+    object costs one request). The sweeper removes what is left after the token expired.
+    """
+
+    def __init__(self, store: ObjectStore, background: BackgroundTasks, storage: Callable[..., Awaitable[Any]],
+                 first_retry_seconds: float = 2.0) -> None:
+        self._store = store
+        self._background = background
+        self._storage = storage
+        self.first_retry_seconds = first_retry_seconds
+        self._keys: dict[str, tuple[float, set[str]]] = {}  # token id -> (token expiry, sample keys)
+
+    def of(self, token_id: str) -> frozenset[str]:
+        return frozenset(self._keys.get(token_id, (0.0, set()))[1])
+
+    async def delete(self, token_id: str, key: str, expires: float, *, failed_write: bool) -> None:
+        """Delete a sample (and what was stored beside it). After a failed write (or a failed
+        delete) the sample stays unwanted and is deleted again in the background."""
+        keys = self._store.sample_objects(key)
+        try:
+            await self._storage(self._store.delete, keys)
+            if not failed_write:
+                return
+        except Exception:
+            pass
+        self._keys.setdefault(token_id, (expires, set()))[1].add(key)
+        self._background.spawn(self._again(keys, expires))
+
+    async def _again(self, keys: list[str], expires: float) -> None:
+        delay = self.first_retry_seconds
+        while time.time() + delay < expires:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(Exception):
+                await self._storage(self._store.delete, keys)
+            delay *= 2
+
+    def forget_expired(self, now: float) -> None:
+        for token_id in [t for t, (expires, _) in self._keys.items() if expires < now]:
+            del self._keys[token_id]
+
+
 @dataclass
 class Backends:
     settings: GatewaySettings
@@ -187,6 +236,7 @@ class Backends:
     background: BackgroundTasks = field(init=False)  # work the replies need not wait for
     sample_counts: SampleCounts = field(init=False)
     refused_samples: DeferredDrops = field(init=False)
+    unwanted_samples: UnwantedSamples = field(init=False)
     refusals: logs.CountedEvents = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,6 +247,7 @@ class Backends:
         self.background = BackgroundTasks()
         self.sample_counts = SampleCounts()
         self.refused_samples = DeferredDrops(self.calls, self.background, max_delay=1.0)
+        self.unwanted_samples = UnwantedSamples(self.store, self.background, self.storage)
         self.refusals = logs.CountedEvents(log, "refused for overload (too many in flight)")
 
     def refused(self, kind: str) -> None:
@@ -230,23 +281,29 @@ class Backends:
         return await asyncio.get_running_loop().run_in_executor(self.io, call)
 
     async def not_ready(self) -> list[str]:
-        """What is not ready: each service's readiness and the object store ([] = all ready)."""
-        problems = []
-        for name, channel in (("liveness service", self.liveness_channel),
-                              ("enrollment service", self.enroll_channel)):
+        """What is not ready: each service's readiness and the object store ([] = all ready).
+
+        All three are asked at once, each for at most ``READY_TIMEOUT_SECONDS``: a probe must get
+        its answer in time even when a service or the store hangs.
+        """
+        async def service(name: str, channel: grpc.aio.Channel) -> str | None:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service="readiness"), timeout=2.0
-                )
-                if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                    problems.append(f"the {name} is not ready")
+                    health_pb2.HealthCheckRequest(service="readiness"), timeout=READY_TIMEOUT_SECONDS)
             except grpc.aio.AioRpcError:
-                problems.append(f"the {name} does not answer")
-        try:
-            await self.storage(self.store.ping)
-        except Exception:
-            problems.append("the object store does not answer")
-        return problems
+                return f"the {name} does not answer"
+            return None if reply.status == health_pb2.HealthCheckResponse.SERVING else f"the {name} is not ready"
+
+        async def store() -> str | None:
+            try:
+                await asyncio.wait_for(self.storage(self.store.ping), READY_TIMEOUT_SECONDS)
+            except Exception:
+                return "the object store does not answer"
+            return None
+
+        found = await asyncio.gather(service("liveness service", self.liveness_channel),
+                                     service("enrollment service", self.enroll_channel), store())
+        return [problem for problem in found if problem]
 
 
 async def sweep_stale_samples(backends: Backends) -> None:
@@ -259,6 +316,7 @@ async def sweep_stale_samples(backends: Backends) -> None:
     while True:
         await asyncio.sleep(min(60.0, lifetime / 2))
         backends.sample_counts.forget_expired(time.time())
+        backends.unwanted_samples.forget_expired(time.time())
         try:
             removed = await backends.storage(backends.store.delete_stale, 2.0 * lifetime)
         except Exception:

@@ -14,7 +14,9 @@ They share one flow (``run``), so every call behaves the same way:
 5. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
 
 Expected failures are 200 replies ``{"Success": false, "Error": ...}``. When a service refuses
-the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back.
+the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back. When
+a service is down or dies during the call, the reply is 503, the try is given back and the
+samples stay for the next call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ log = logging.getLogger(__name__)
 
 Result = dict[str, Any]
 Perform = Callable[[Backends, tokens.Token, list[StoredSample]], Awaitable[Result]]
+
+
+class _KeepSamples(Exception):
+    """A call that decided nothing: its samples are not deleted."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.code().name)
+        self.error = error
 
 
 class Outcome(Exception):
@@ -106,7 +116,8 @@ async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_befor
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
                         root: str, perform: Perform) -> web.Response:
     await backends.refused_samples.settle(claims.token_id)  # an earlier refused call's samples go first
-    claimed = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries)
+    claimed = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries,
+                                     backends.unwanted_samples.of(claims.token_id))
     if claimed is None:
         raise ApiError(400, "No samples have been uploaded with this token.")
     samples, try_number = claimed.samples, claimed.number
@@ -121,11 +132,18 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
         except Outcome as failed:
             result = {"Success": False, "Error": failed.code}
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                # A service died or cannot be reached: nothing was decided. The try is given back
+                # and the samples stay, unclaimed, for the client's next call (503).
+                await backends.storage(backends.store.return_try, claims.token_id, try_number)
+                raise _KeepSamples(error) from None
             if error.code() not in OVERLOAD:
                 raise
             # The server refused the work: the try is given back, the client may try again.
             await backends.storage(backends.store.return_try, claims.token_id, try_number)
             result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
+    except _KeepSamples as kept:
+        raise kept.error from None
     except BaseException:
         await _release(backends, samples)
         raise

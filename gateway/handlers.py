@@ -108,8 +108,8 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
         return_exceptions=True,
     )
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-    if failure is not None:
-        await backends.storage(backends.store.delete, backends.store.sample_objects(key))  # nothing half-written
+    if failure is not None:  # nothing half-written: the sample goes, now or as soon as the store answers
+        await backends.unwanted_samples.delete(claims.token_id, key, claims.expires, failed_write=True)
         raise failure
     reply = cast(liveness_pb2.InspectSampleReply, outcomes[1])
     codes = [e.error_code for e in reply.errors]
@@ -118,7 +118,7 @@ async def _upload(request: web.Request, backends: Backends, claims: tokens.Token
         if claims.kind != tokens.TASK_LIVENESS_ONLY:
             backends.background.spawn(prepare_sample(backends, ref, reply.aligned_face))
         return web.json_response({"Accepted": True, "Warnings": list(reply.warnings)})
-    await backends.storage(backends.store.delete, backends.store.sample_objects(key))
+    await backends.unwanted_samples.delete(claims.token_id, key, claims.expires, failed_write=False)
     if "InvalidSampleData" in codes or not codes:
         message = reply.errors[0].message if reply.errors else "The sample could not be read."
         raise ApiError(400, message)

@@ -28,7 +28,7 @@ HUGE_NUMBER = "9" * 5000  # more digits than Python turns into an int
 
 @pytest.mark.parametrize("bcid", [
     f"bws.1.{HUGE_NUMBER}", f"bws.{HUGE_NUMBER}.1", "bws.9223372036854775808.1", "bws.1.9223372036854775808",
-    "bws.1.0", "b" * 300 + ".1.1", "bws.1." + "1" * 300,
+    "b" * 300 + ".1.1", "bws.1." + "1" * 300,
 ])
 @pytest.mark.parametrize("call", ["token", "isenrolled", "deleteclass"])
 def test_a_bcid_out_of_bounds_is_400_everywhere(client: BwsClient, call: str, bcid: str) -> None:
