@@ -92,7 +92,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
         if Bcid.parse_canonical(class_id) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "class_id must look like storage/partition/classid (a name, then two numbers 0..2^63-1)")
+                                "class_id must look like storage/partition/classid (name, numbers 0..2^63-1)")
         return class_id
 
     async def Enroll(self, request: enrollment_pb2.EnrollRequest,
