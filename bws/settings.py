@@ -189,6 +189,13 @@ class GatewaySettings:
     max_concurrent_uploads: int = 2  # BWS_MAX_CONCURRENT_UPLOADS: uploads in flight
     admission_wait_seconds: float = 0.0  # BWS_ADMISSION_WAIT_MS (in ms): how long a request may wait
     cors_origins: tuple[str, ...] = ("*",)  # BWS_CORS_ORIGINS: comma list, "*" = any origin
+    # Slow and idle clients. A connection is closed when its request's headers (or the next
+    # request's, on a kept-alive connection) have not arrived this long after the connection or
+    # the last reply; a body that has not arrived in full within its timeout gets 408. Beyond
+    # max_connections open connections, new ones are answered 503 and closed at once.
+    keepalive_seconds: float = 15.0  # BWS_KEEPALIVE_SECONDS
+    body_timeout_seconds: float = 20.0  # BWS_BODY_TIMEOUT_SECONDS
+    max_connections: int = 512  # BWS_MAX_CONNECTIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -216,6 +223,9 @@ class GatewaySettings:
             cors_origins=tuple(
                 o.strip() for o in _get(env, "BWS_CORS_ORIGINS", "*").split(",") if o.strip()
             ),
+            keepalive_seconds=_float(env, "BWS_KEEPALIVE_SECONDS", 15.0),
+            body_timeout_seconds=_float(env, "BWS_BODY_TIMEOUT_SECONDS", 20.0),
+            max_connections=_int(env, "BWS_MAX_CONNECTIONS", 512, low=8),
         )
 
 

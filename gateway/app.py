@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import platform
@@ -9,13 +10,12 @@ import time
 
 import aiohttp_cors
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bws import logs
 from bws.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from bws.settings import GatewaySettings, redacted
-from gateway import biometric, capture, handlers
+from gateway import biometric, capture, handlers, server
 from gateway.backends import SETTINGS, backends_ctx
 from gateway.errors import Handler, error_middleware, request_id_middleware
 
@@ -39,16 +39,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         HTTP_REQUESTS.labels(endpoint, request.method, str(status)).inc()
         HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - began)
-
-
-class AccessLog(AbstractAccessLogger):
-    """One line per request: client, request line, status, size, seconds. Secret query values
-    (the token of /uui and /extension/result) are redacted: a usable token never reaches a log."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        version = f"HTTP/{request.version.major}.{request.version.minor}"
-        self.logger.info('%s "%s %s %s" %d %d %.6fs', request.remote or "-", request.method,
-                         logs.redact_query(request.path_qs), version, response.status, response.body_length, time)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -120,4 +110,4 @@ def main() -> None:
         log.info("not a glibc process: large buffers are allocated as the C library decides")
     settings = GatewaySettings.from_env()
     log.info("settings: %s", redacted(settings))
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log_class=AccessLog, print=None)
+    asyncio.run(server.serve(create_app(settings), settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -103,3 +104,14 @@ def state_param(request: web.Request) -> str | None:
         raise ApiError(400, f"The parameter state must be text of at most {MAX_STATE_LENGTH} characters, "
                             "without control characters.")
     return state
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's whole body, which must arrive within ``BWS_BODY_TIMEOUT_SECONDS`` (408 and
+    the connection closed otherwise): a client that stalls mid-body holds nothing for long."""
+    timeout = request.app[SETTINGS].body_timeout_seconds
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout:g} seconds.",
+                       {"Connection": "close"}) from None

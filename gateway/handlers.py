@@ -19,7 +19,7 @@ from bws import __version__, images
 from bws.storage import SAMPLE_TAGS, StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
-from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, state_param, traits
+from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, read_body, state_param, traits
 from gateway.backends import BACKENDS, SETTINGS, Backends
 from gateway.biometric import Outcome, check_liveness
 from gateway.errors import OVERLOAD, ApiError, error_response
@@ -71,27 +71,32 @@ async def token(request: web.Request) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """``POST /extension/upload?tag=&index=&trait=``: inspect a sample and keep it for the token."""
+    """``POST /extension/upload?tag=&index=&trait=``: inspect a sample and keep it for the token.
+
+    The body is read before an admission place is taken (with a timeout): a client that stalls
+    mid-body holds a connection, never the place another client's upload needs.
+    """
     claims = bearer_token(request)
-    backends = request.app[BACKENDS]
-    if not await backends.uploads.enter():
-        backends.refused("upload")  # logged there, summed up: not one line per refusal
-        return error_response(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
-    try:
-        return await _upload(request, backends, claims)
-    finally:
-        backends.uploads.leave()
-
-
-async def _upload(request: web.Request, backends: Backends, claims: tokens.Token) -> web.Response:
     tag = request.query.get("tag", "any").lower() or "any"
     if tag not in SAMPLE_TAGS:
         raise ApiError(400, "The parameter tag must be any, up, down, left or right.")
     index = integer(request, "index", 0, 0, 999_999)
     traits(request.query.get("trait", "Face"))
-    sample = images.parse_upload_body(await request.read()) if request.can_read_body else None
+    sample = images.parse_upload_body(await read_body(request)) if request.can_read_body else None
     if sample is None:
         raise ApiError(400, "The body must hold the sample as a data URL.")
+    backends = request.app[BACKENDS]
+    if not await backends.uploads.enter():
+        backends.refused("upload")  # logged there, summed up: not one line per refusal
+        return error_response(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
+    try:
+        return await _upload(backends, claims, tag, index, sample)
+    finally:
+        backends.uploads.leave()
+
+
+async def _upload(backends: Backends, claims: tokens.Token, tag: str, index: int,
+                  sample: images.Sample) -> web.Response:
     limit = backends.settings.max_samples_per_token
     if backends.sample_counts.may_be_full(claims.token_id, limit):
         held = len(await backends.storage(backends.store.samples, claims.token_id))
@@ -154,7 +159,7 @@ async def livedetection(request: web.Request) -> web.Response:
     """
     basic_app(request)
     state_param(request)  # refused before any work
-    body = await request.read()
+    body = await read_body(request)
     fields: dict[str, object]
     try:
         parsed = json.loads(body)

@@ -5,7 +5,7 @@ Runs its own stack with room for one biometric call and one upload at a time.
 
 from __future__ import annotations
 
-import socket
+import signal
 import threading
 import time
 import urllib.request
@@ -15,7 +15,6 @@ import cv2
 import pytest
 
 from bws.devrun import Stack
-from bws.images import to_data_url
 from tests import facegen
 from tests.e2e.conftest import running_stack, store_of
 from tests.e2e.test_service_lifecycle import wait_until_busy
@@ -81,18 +80,21 @@ def test_an_upload_beyond_capacity_is_503_with_retry_after_and_stores_nothing(ow
     client = BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
     store = store_of(own_stack)
     token = client.token(bcid="bws.1.502", task="enroll", livedetection=False)
-    body = to_data_url(images.encode(images.astronaut())).encode()
-    # A slow client holds the only upload place: its headers are in, its body is not yet.
-    port = int(own_stack.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
-        slow.sendall(f"POST /extension/upload?index=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                     f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
-        wait_until_admitted(own_stack, "upload")  # the gateway waits for the rest of its body
+    # An upload holds the only place while it is inspected: the liveness service is stalled, so
+    # its inspection waits. (A place is taken only once the body is in: see test_slow_clients.)
+    held: dict[str, Reply] = {}
+    own_stack.send_signal("liveness_service", signal.SIGSTOP)
+    try:
+        holder = threading.Thread(target=lambda: held.update(reply=client.upload(
+            token, images.encode(images.astronaut()), index=0)))
+        holder.start()
+        wait_until_admitted(own_stack, "upload")
         refused = client.upload(token, images.encode(images.astronaut()), index=1)
         assert refused.status == 503 and refused.headers.get("Retry-After") == "1"
         assert "busy" in refused.json["Message"]
-        slow.sendall(body[1000:])
-        status_line = slow.recv(4096).split(b"\r\n", 1)[0]
-    assert status_line.endswith(b"200 OK")
+    finally:
+        own_stack.send_signal("liveness_service", signal.SIGCONT)
+    holder.join(30)
+    assert held["reply"].json["Accepted"]
     assert [s.index for s in store.samples(claims_of(token)["jti"])] == [0]  # the refused one left nothing
     assert client.upload(token, images.encode(images.astronaut()), index=1).json["Accepted"]  # room again

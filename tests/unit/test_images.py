@@ -117,12 +117,15 @@ def test_opencv_is_limited_too_in_every_process_that_decodes() -> None:
     so OpenCV itself refuses the bomb (at once, without the memory)."""
     bomb = png_bomb(20_000, 2_500)
     for package in ("gateway", "liveness_service", "enroll_service"):
-        script = (f"import {package}, sys, cv2, numpy, resource\n"
+        # VmHWM, not ru_maxrss: Linux keeps the latter across exec, so it would count this
+        # test process's own memory, of which the child started as a copy.
+        script = (f"import {package}, sys, cv2, numpy\n"
                   "try:\n"
                   "    refused = cv2.imdecode(numpy.frombuffer(sys.stdin.buffer.read(), numpy.uint8), 1) is None\n"
                   "except cv2.error:\n"
                   "    refused = True\n"
-                  "print(refused, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+                  "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+                  "print(refused, int(peak.split()[1]) // 1024)")
         done = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, check=True,
                               cwd=Path(__file__).resolve().parents[2])
         refused, peak_mb = done.stdout.split()
