@@ -68,6 +68,11 @@ ENCODER_NAME = "sface-2021dec-int8bq"
 ENCODER_VERSION = 1
 
 
+# A face box within this share of the image's longer side from its border is "at the edge".
+EDGE_MARGIN = 0.01
+EDGE_WEIGHT = 0.5
+
+
 @dataclass(frozen=True)
 class Face:
     """One detected face, in pixel coordinates of the image it was found in."""
@@ -75,11 +80,19 @@ class Face:
     box: tuple[float, float, float, float]  # x, y, width, height
     landmarks: np.ndarray  # 5×2: right eye, left eye, nose tip, right and left mouth corner
     score: float  # detector confidence, 0..1
+    at_edge: bool = False  # the box reaches the image's border: the face is likely cut off
 
     @property
     def size(self) -> float:
         """The face's size in pixels: the shorter side of its box."""
         return min(self.box[2], self.box[3])
+
+    @property
+    def prominence(self) -> float:
+        """How much this face is the photo's subject: its size, weighed by the detector's
+        confidence, halved for a face cut off at the border (a bystander at the edge; YuNet
+        clips such a box, so its shorter side is small already)."""
+        return self.size * self.score * (EDGE_WEIGHT if self.at_edge else 1.0)
 
 
 class FaceDetector:
@@ -96,7 +109,9 @@ class FaceDetector:
         )
 
     def detect(self, image: np.ndarray, min_face_size: float = 0.0) -> list[Face]:
-        """Faces in a BGR image, largest first; faces smaller than ``min_face_size`` px are dropped."""
+        """Faces in a BGR image, the most prominent first (see ``Face.prominence``: the photo's
+        subject, not a larger bystander cut off at the edge); faces smaller than
+        ``min_face_size`` px are dropped."""
         height, width = image.shape[:2]
         scale = min(1.0, self._max_side / max(height, width))
         if scale < 1.0:
@@ -105,15 +120,18 @@ class FaceDetector:
         self._detector.setInputSize((image.shape[1], image.shape[0]))
         _, rows = self._detector.detect(image)
         faces = []
+        margin = EDGE_MARGIN * max(height, width)
         for row in rows if rows is not None else []:
+            x, y, w, h = (float(v) / scale for v in row[:4])
             face = Face(
-                box=tuple(float(v) / scale for v in row[:4]),  # type: ignore[arg-type]
+                box=(x, y, w, h),
                 landmarks=row[4:14].reshape(5, 2).astype(np.float64) / scale,
                 score=float(row[14]),
+                at_edge=x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin,
             )
             if face.size >= min_face_size:
                 faces.append(face)
-        faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
+        faces.sort(key=lambda f: f.prominence, reverse=True)
         return faces
 
 

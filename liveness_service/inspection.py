@@ -13,9 +13,12 @@ import numpy as np
 
 from bws.faces import Face, FaceDetector
 
-# A second face counts as another person when it is at least this fraction of the largest
-# face's size; smaller ones are background faces (posters, people far behind).
-SECOND_FACE_RATIO = 0.35
+# Another face competes with the photo's subject when its prominence (size × detector score,
+# halved when cut off at the border; ``Face.prominence``) is at least this share of the
+# subject's: then the photo is refused (MultipleFacesFound). A bystander half the subject's
+# size, one cut off at the edge, a face on a poster or a blur in a crowd behind does not compete:
+# the subject's face is used.
+COMPETING_FACE_RATIO = 0.6
 # Quality limits, measured on the face region scaled to 112×112 grey pixels: a sharp
 # 90-px face scores ~370 on the Laplacian variance, a 9-px Gaussian blur of it ~17.
 MIN_FACE_SIZE_WARNING_PX = 80
@@ -83,7 +86,7 @@ def inspect(image: np.ndarray, detector: FaceDetector, min_face_size: float) -> 
     faces = detector.detect(image, min_face_size=min_face_size)
     if not faces:
         return Inspection(False, "NoFaceFound", (), None)
-    largest = faces[0]
-    if sum(1 for f in faces if f.size >= SECOND_FACE_RATIO * largest.size) > 1:
-        return Inspection(False, "MultipleFacesFound", (), largest)
-    return Inspection(True, None, quality_warnings(image, largest), largest)
+    subject = faces[0]  # the most prominent
+    if any(f.prominence >= COMPETING_FACE_RATIO * subject.prominence for f in faces[1:]):
+        return Inspection(False, "MultipleFacesFound", (), subject)
+    return Inspection(True, None, quality_warnings(image, subject), subject)

@@ -121,3 +121,19 @@ def test_a_phone_jpeg_stored_rotated_is_accepted_and_verifies(client: BwsClient,
     reply = client.upload(token, buffer.getvalue())
     assert reply.json == {"Accepted": True, "Warnings": reply.json.get("Warnings", [])}, reply.json
     assert client.call("verify", token).json == {"Success": True}
+
+
+@pytest.mark.parametrize("case", sorted(images.SUBJECT_WITH))
+def test_a_photo_with_a_bystander_is_accepted_for_its_subject(client: BwsClient, bcid: str, case: str) -> None:
+    token = client.token(bcid=bcid, task="enroll", livedetection=False)
+    assert client.upload(token, images.encode(images.grace_hopper())).json["Accepted"] is True
+    assert client.enroll(token).json == {"Success": True}
+    token = client.token(bcid=bcid, task="verify", livedetection=False)
+    reply = client.upload(token, images.encode(images.scene(*images.SUBJECT_WITH[case]), ".jpg"))
+    assert reply.json["Accepted"] is True, reply.json
+    assert client.call("verify", token).json == {"Success": True}  # the subject's face was used
+
+
+def test_a_photo_of_two_people_side_by_side_is_multiple_faces_found(client: BwsClient, token: str) -> None:
+    reply = client.upload(token, images.encode(images.scene(*images.TWO_PEOPLE_SIDE_BY_SIDE), ".jpg"))
+    assert reply.json == {"Accepted": False, "Error": "MultipleFacesFound"}

@@ -46,3 +46,20 @@ def test_texture_cues_see_a_screens_moire_and_a_blurred_print(detector: FaceDete
     blurred = inspection.texture_cues(aligned_second_frame(facegen.photo_blurred(photo, 2, 1), detector))
     assert replay.moire_score > 2 * live.moire_score
     assert blurred.sharpness < live.sharpness / 5
+
+
+@pytest.mark.parametrize("case", sorted(images.SUBJECT_WITH))
+def test_the_subjects_face_is_used_when_nobody_competes(detector: FaceDetector, case: str) -> None:
+    """A bystander cut off at the edge, a smaller person behind or beside, a blurred face in the
+    background: all were MultipleFacesFound under the old rule (a second face of 0.35 the size)."""
+    picture = images.scene(*images.SUBJECT_WITH[case])
+    faces = detector.detect(picture, 40)
+    assert len(faces) == 2, case  # there really is a second face
+    result = inspection.inspect(picture, detector, 40)
+    assert result.accepted, (case, result)
+    assert result.face is not None and result.face.size > 200  # Grace Hopper's, the subject's
+
+
+def test_two_people_who_compete_are_refused(detector: FaceDetector) -> None:
+    picture = images.scene(*images.TWO_PEOPLE_SIDE_BY_SIDE)
+    assert inspection.inspect(picture, detector, 40).error_code == "MultipleFacesFound"
