@@ -14,6 +14,8 @@ outside the dev run.
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import json
 import os
 import random
@@ -106,6 +108,61 @@ class DevSecrets:
         return made
 
 
+def write_seaweedfs_security(folder: Path) -> None:
+    """``security.toml`` for SeaweedFS in ``folder`` (once): JWT keys for its filer and volume
+    HTTP ports and mutual TLS, with a certificate made here, for its gRPC ports. Without it any
+    local user could read every sample, or delete a token's tries, through those ports."""
+    path = folder / "security.toml"
+    if path.exists():
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, issuer: str, public: ec.EllipticCurvePublicKey, signer: ec.EllipticCurvePrivateKey,
+                    authority: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(public).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=authority, path_length=0 if authority else None),
+                                  critical=True))
+        if not authority:
+            builder = (builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        return builder.sign(signer, hashes.SHA256())
+
+    authority_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    authority = certificate("bws-dev-ca", "bws-dev-ca", authority_key.public_key(), authority_key, True)
+    leaf = certificate("bws-dev", "bws-dev-ca", key.public_key(), authority_key, False)
+    files = {
+        "ca.pem": authority.public_bytes(serialization.Encoding.PEM),
+        "cert.pem": leaf.public_bytes(serialization.Encoding.PEM),
+        "key.pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()),
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+        (folder / name).chmod(0o600)
+    lines = []
+    for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+        lines += [f"[{section}]", f'key = "{secrets.token_hex(32)}"', "expires_after_seconds = 10"]
+    lines += ["[grpc]", f'ca = "{folder / "ca.pem"}"']
+    for component in ("master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq"):
+        lines += [f"[grpc.{component}]", f'cert = "{folder / "cert.pem"}"', f'key = "{folder / "key.pem"}"',
+                  'allowed_commonNames = "bws-dev"']
+    lines += ["[grpc.client]", f'cert = "{folder / "cert.pem"}"', f'key = "{folder / "key.pem"}"']
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
 @dataclass
 class Stack:
     """The four processes of a dev or test run, on loopback ports."""
@@ -125,6 +182,8 @@ class Stack:
     liveness_metrics_port: int = field(default_factory=free_port)
     enroll_metrics_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    vacuum_interval_seconds: int = 60  # how often SeaweedFS compacts deleted data away
+    storage_ports: dict[str, int] = field(default_factory=dict)  # SeaweedFS's other ports ("filer.grpc", ...)
 
     @property
     def url(self) -> str:
@@ -168,14 +227,15 @@ class Stack:
         except OSError:
             return "(no log)"
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None,
+               cwd: Path = REPO) -> None:
         # SeaweedFS is chatty: its log goes to a file even in the dev run.
         to_file = self.log_to_files or name == "seaweedfs"
         output: IO[bytes] | None = open(self.log_path(name), "ab") if to_file else None  # noqa: SIM115
         try:
             # A session of its own: Ctrl-C reaches this runner only, which stops the children in order.
             self.processes[name] = subprocess.Popen(
-                command, env=self.env() | (env or {}), cwd=REPO, stdout=output,
+                command, env=self.env() | (env or {}), cwd=cwd, stdout=output,
                 stderr=subprocess.STDOUT if output else None, start_new_session=True,
             )
         finally:
@@ -183,6 +243,10 @@ class Stack:
                 output.close()  # the child holds its own copy of the descriptor
 
     def start_storage(self) -> None:
+        """SeaweedFS on loopback, closed to other local users: S3 needs the dev keys, its other
+        HTTP ports (filer, volume) signed requests, its gRPC ports the dev certificate
+        (``security.toml`` in its directory, which it reads from there); deleted samples are
+        compacted out of its volume files within ``vacuum_interval_seconds``."""
         data = self.workdir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "s3.json"
@@ -191,18 +255,22 @@ class Stack:
             "credentials": [{"accessKey": self.secrets.s3_access_key, "secretKey": self.secrets.s3_secret_key}],
         }]}))
         config.chmod(0o600)
-        ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+        write_seaweedfs_security(self.workdir)
+        self.storage_ports = {f"{name}{kind}": free_port() for name in ("master", "volume", "filer", "admin")
+                              for kind in ("", ".grpc")}
         command = [
             weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.s3_port}",
             f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
+            # Compact a volume once 1 % of it is deleted data (default 30 %, every 14 min).
+            "-master.garbageThreshold=0.01", f"-master.vacuumIntervalSeconds={self.vacuum_interval_seconds}",
         ]
-        for name, port in ports.items():
-            command += [f"-{name}.port={port}", f"-{name}.port.grpc={free_port()}"]
+        for name, port in self.storage_ports.items():
+            command.append(f"-{name.removesuffix('.grpc')}.port{'.grpc' if name.endswith('.grpc') else ''}={port}")
         # One core for the Go runtime: beside the model workers on a laptop, a second one only
         # adds scheduler hand-offs (measured: ~10% less CPU per request, same latency).
-        self._spawn("seaweedfs", command, {"GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")})
+        self._spawn("seaweedfs", command, {"GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}, cwd=self.workdir)
         self._wait("seaweedfs", self._s3_answers, 60)
 
     def start_services(self) -> None:
