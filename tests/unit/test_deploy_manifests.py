@@ -18,6 +18,7 @@ import importlib.util
 import json
 import re
 import threading
+import tomllib
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -664,7 +665,8 @@ def test_dockerfile_is_multi_stage_slim_and_non_root(process: str) -> None:
     build, runtime = stages(text)
     assert build.startswith("FROM ${PYTHON_IMAGE} AS build")
     assert runtime.startswith("FROM ${PYTHON_IMAGE} AS runtime")
-    assert "--no-deps -r requirements-models.txt" in build
+    # Installed from the one lock file, every package with its hashes; no dev tools in the image.
+    assert "uv export --frozen --no-dev" in build and "pip install --no-deps --require-hashes" in build
     assert "grpc_tools.protoc -Iprotos" in build and "protos/bws/v1/*.proto" in build
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime
@@ -772,3 +774,17 @@ def test_healthcheck_http_follows_the_status_code(healthcheck: Any) -> None:
         server.server_close()
     assert healthcheck.main(["http", f"{base}/readyz"]) == 1
     assert healthcheck.main(["bogus"]) == 2
+
+
+def test_every_package_is_locked_with_hashes_and_installed_from_the_lock() -> None:
+    """uv.lock pins every package the project's dependencies need, each with its hashes; the
+    Makefile installs from it without resolving (`uv sync --frozen`)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = [p for p in lock["package"] if p.get("source", {}).get("registry")]
+    assert len(packages) > 50
+    for package in packages:
+        files = package.get("wheels", []) + ([package["sdist"]] if "sdist" in package else [])
+        assert files and all(f.get("hash", "").startswith("sha256:") for f in files), package["name"]
+    names = {p["name"] for p in packages}
+    assert {"urllib3", "yarl", "multidict", "cffi"} <= names  # transitive ones too
+    assert "uv sync --frozen" in (ROOT / "Makefile").read_text()
