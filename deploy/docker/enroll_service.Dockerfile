@@ -2,6 +2,7 @@
 # The enrollment service: `python -m enroll_service`, gRPC on 0.0.0.0:50052 (YuNet + SFace).
 # Build from the repository root (the build context), with BuildKit (the default since Docker 23):
 #   docker build -f deploy/docker/enroll_service.Dockerfile -t bws-enroll-service:0.1.0 .
+# With podman, add --format docker: its default OCI format drops the HEALTHCHECK.
 # Files sent to the build are limited by deploy/docker/enroll_service.Dockerfile.dockerignore.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

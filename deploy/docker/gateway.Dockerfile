@@ -2,6 +2,7 @@
 # The HTTP gateway: `python -m gateway` on 0.0.0.0:8080.
 # Build from the repository root (the build context), with BuildKit (the default since Docker 23):
 #   docker build -f deploy/docker/gateway.Dockerfile -t bws-gateway:0.1.0 .
+# With podman, add --format docker: its default OCI format drops the HEALTHCHECK.
 # Files sent to the build are limited by deploy/docker/gateway.Dockerfile.dockerignore.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -2,6 +2,7 @@
 # The liveness service: `python -m liveness_service`, gRPC on 0.0.0.0:50051 (YuNet + MediaPipe).
 # Build from the repository root (the build context), with BuildKit (the default since Docker 23):
 #   docker build -f deploy/docker/liveness_service.Dockerfile -t bws-liveness-service:0.1.0 .
+# With podman, add --format docker: its default OCI format drops the HEALTHCHECK.
 # Files sent to the build are limited by deploy/docker/liveness_service.Dockerfile.dockerignore.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -53,8 +54,9 @@ RUN groupadd --gid 10001 bws \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --from=build /src/healthcheck.py ./
-# MediaPipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2. The GLVND dispatch
-# libraries are enough to load it; the CPU path never opens a display, so no Mesa is needed.
+# MediaPipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2 (GLVND). On bookworm libegl1
+# depends on Mesa's EGL driver (libegl-mesa0, with libgbm1 and libdrm2), so that comes along;
+# it is never used: the CPU path opens no display and loads no driver.
 # Not version-pinned: Debian replaces superseded versions, and the base image pins the release.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -64,7 +66,11 @@ COPY --from=build /src/bws bws/
 COPY --from=build /src/liveness_service liveness_service/
 # Fail the build, not the rollout: the modules import, the model files are in the image and
 # match their SHA-256, and MediaPipe loads (this also proves no download happens at run time).
-RUN python -c "import liveness_service.server; from bws.faces import FaceDetector, FaceLandmarker; FaceDetector(); FaceLandmarker().close()"
+# MediaPipe imports matplotlib, which writes its cache to MPLCONFIGDIR: a directory of this step
+# only, so the image holds no root-owned /tmp/matplotlib that the runtime user could not write.
+RUN MPLCONFIGDIR=/tmp/build-matplotlib python -c "import liveness_service.server; \
+from bws.faces import FaceDetector, FaceLandmarker; FaceDetector(); FaceLandmarker().close()" \
+ && rm -rf /tmp/build-matplotlib
 
 USER 10001:10001
 ENV BWS_LIVENESS_LISTEN=0.0.0.0:50051
