@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bws import logs
 from bws.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from bws.settings import GatewaySettings, redacted
-from gateway import biometric, capture, handlers, server
+from gateway import biometric, capture, handlers, openapi, server
 from gateway.backends import SETTINGS, backends_ctx
 from gateway.errors import Handler, error_middleware, request_id_middleware
 
@@ -53,6 +53,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         middlewares=[metrics_middleware, request_id_middleware, error_middleware],
     )
     app[SETTINGS] = settings
+    app[openapi.OPENAPI] = openapi.document(settings.public_url)
     app.cleanup_ctx.append(backends_ctx)
 
     routes = [
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         ("GET", "/livez", handlers.livez),
         ("GET", "/readyz", handlers.readyz),
         ("GET", "/metrics", metrics),
+        ("GET", "/openapi.json", openapi.openapi),
     ]
     # Browser clients call from other origins with an Authorization header: answer preflights.
     cors = aiohttp_cors.setup(app, defaults={
