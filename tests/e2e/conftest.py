@@ -45,6 +45,11 @@ def running_stack(name: str, request: pytest.FixtureRequest, **extra_env: str) -
             dump_logs(running)
 
 
+def client_of(stack: Stack) -> BwsClient:
+    """A client with the stack's own app's credentials."""
+    return BwsClient(stack.url, stack.app_id, stack.app_secret)
+
+
 def store_of(stack: Stack) -> ObjectStore:
     """Direct access to a stack's bucket, to check what the service left in it."""
     return ObjectStore(StorageSettings(endpoint=stack.s3_endpoint, access_key=stack.secrets.s3_access_key,
@@ -61,7 +66,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> BwsClient:
-    return BwsClient(stack.url, stack.app_id, stack.app_secret)
+    return client_of(stack)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from bws.devrun import Stack
 from bws.images import to_data_url
 from bws.storage import ObjectStore
 from tests import facegen
-from tests.e2e.conftest import running_stack, store_of
+from tests.e2e.conftest import client_of, running_stack, store_of
 from tests.e2e.test_enroll import frames_png
 from tests.support import images
 from tests.support.client import BwsClient, Reply, claims_of
@@ -39,7 +39,7 @@ def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client(own_stack: Stack) -> BwsClient:
-    return BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
+    return client_of(own_stack)
 
 
 @pytest.fixture(scope="module")

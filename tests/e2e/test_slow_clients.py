@@ -15,7 +15,7 @@ import pytest
 
 from bws.devrun import Stack
 from bws.images import to_data_url
-from tests.e2e.conftest import running_stack
+from tests.e2e.conftest import client_of, running_stack
 from tests.support import images
 from tests.support.client import BwsClient
 
@@ -34,7 +34,7 @@ def own_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def client(own_stack: Stack) -> BwsClient:
-    return BwsClient(own_stack.url, own_stack.app_id, own_stack.app_secret)
+    return client_of(own_stack)
 
 
 def address(stack: Stack) -> tuple[str, int]:
