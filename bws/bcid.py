@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass
 
 MAX_INT64 = 2**63 - 1
-_BCID = re.compile(r"^([A-Za-z0-9_]{1,64})[./](\d{1,19})[./](\d{1,19})$")
-_CANONICAL = re.compile(r"^([A-Za-z0-9_]{1,64})/(\d{1,19})/(\d{1,19})$")
-_STORAGE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_NAME = r"[A-Za-z0-9_]{1,64}"
+_NUMBER = r"\d{1,19}"
+_BCID = re.compile(rf"^({_NAME})[./]({_NUMBER})[./]({_NUMBER})$")
+_CANONICAL = re.compile(rf"^({_NAME})/({_NUMBER})/({_NUMBER})$")
+_STORAGE = re.compile(rf"^{_NAME}$")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ _handed_out: set[int] = set()
 
 SERVICES = ("liveness_service", "enroll_service", "gateway")  # started in this order
 
+
 def _ephemeral_range() -> range:
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -183,7 +184,7 @@ class Stack:
     enroll_metrics_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     vacuum_interval_seconds: int = 60  # how often SeaweedFS compacts deleted data away
-    storage_ports: dict[str, int] = field(default_factory=dict)  # SeaweedFS's other ports ("filer.grpc", ...)
+    storage_ports: dict[str, int] = field(default_factory=dict)  # SeaweedFS's other ports, by flag ("filer.port")
 
     @property
     def url(self) -> str:
@@ -256,7 +257,7 @@ class Stack:
         }]}))
         config.chmod(0o600)
         write_seaweedfs_security(self.workdir)
-        self.storage_ports = {f"{name}{kind}": free_port() for name in ("master", "volume", "filer", "admin")
+        self.storage_ports = {f"{name}.port{kind}": free_port() for name in ("master", "volume", "filer", "admin")
                               for kind in ("", ".grpc")}
         command = [
             weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -266,8 +267,7 @@ class Stack:
             # Compact a volume once 1 % of it is deleted data (default 30 %, every 14 min).
             "-master.garbageThreshold=0.01", f"-master.vacuumIntervalSeconds={self.vacuum_interval_seconds}",
         ]
-        for name, port in self.storage_ports.items():
-            command.append(f"-{name.removesuffix('.grpc')}.port{'.grpc' if name.endswith('.grpc') else ''}={port}")
+        command += [f"-{flag}={port}" for flag, port in self.storage_ports.items()]
         # One core for the Go runtime: beside the model workers on a laptop, a second one only
         # adds scheduler hand-offs (measured: ~10% less CPU per request, same latency).
         self._spawn("seaweedfs", command, {"GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}, cwd=self.workdir)

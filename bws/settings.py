@@ -249,7 +249,8 @@ class LivenessThresholds:
     # 1 − rigid_ratio (the share of the homography residual a rigid 3D rotation explains):
     # live pairs are above.
     min_rigid_ratio_score: float = 0.30
-    # Measured head turn (yaw or pitch, from the rigid fit, in head degrees).
+    # Head turn (yaw or pitch) as MediaPipe's pose matrix reads it, in head degrees: a tilted
+    # print barely moves it.
     min_turn_degrees: float = 5.0
     # Or the try is live when its pairs together show it: the three largest "explained depths"
     # (homography residual less rigid residual, in interocular distances) add up to this, and

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import re
 
 from aiohttp import web
 
@@ -14,6 +13,7 @@ from bws.settings import App, parse_bool
 from gateway import tokens
 from gateway.backends import SETTINGS
 from gateway.errors import ApiError, unauthorized
+from gateway.replies import xml_can_carry
 
 
 def basic_app(request: web.Request) -> App:
@@ -90,9 +90,6 @@ def bcid_param(request: web.Request, app: App) -> tokens.Bcid:
     return bcid
 
 
-# Characters XML 1.0 allows (a reply may be XML): tab, newline, carriage return and the rest above
-# the C0 controls, without the surrogates and U+FFFE/U+FFFF.
-_XML_TEXT = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
 MAX_STATE_LENGTH = 2048
 
 
@@ -100,7 +97,7 @@ def state_param(request: web.Request) -> str | None:
     """The client's ``state``, echoed in the reply: text of at most 2,048 characters that XML can
     carry (400 otherwise); None when absent."""
     state = request.query.get("state")
-    if state is not None and (len(state) > MAX_STATE_LENGTH or not _XML_TEXT.match(state)):
+    if state is not None and (len(state) > MAX_STATE_LENGTH or not xml_can_carry(state)):
         raise ApiError(400, f"The parameter state must be text of at most {MAX_STATE_LENGTH} characters, "
                             "without control characters.")
     return state

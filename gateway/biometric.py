@@ -42,14 +42,6 @@ Result = dict[str, Any]
 Perform = Callable[[Backends, tokens.Token, list[StoredSample]], Awaitable[Result]]
 
 
-class _KeepSamples(Exception):
-    """A call that decided nothing: its samples are not deleted."""
-
-    def __init__(self, error: grpc.aio.AioRpcError) -> None:
-        super().__init__(error.code().name)
-        self.error = error
-
-
 class Outcome(Exception):
     """A biometric call ended with ``{"Success": false, "Error": code}``."""
 
@@ -121,6 +113,7 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
     if claimed is None:
         raise ApiError(400, "No samples have been uploaded with this token.")
     samples, try_number = claimed.samples, claimed.number
+    keep_samples = False  # a call that decided nothing leaves its samples for the next one
     try:
         if not try_number:
             raise ApiError(403, "The number of allowed attempts with this token is exceeded.")
@@ -136,16 +129,16 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
                 # A service died or cannot be reached: nothing was decided. The try is given back
                 # and the samples stay, unclaimed, for the client's next call (503).
                 await backends.storage(backends.store.return_try, claims.token_id, try_number)
-                raise _KeepSamples(error) from None
+                keep_samples = True
+                raise
             if error.code() not in OVERLOAD:
                 raise
             # The server refused the work: the try is given back, the client may try again.
             await backends.storage(backends.store.return_try, claims.token_id, try_number)
             result = {"Success": False, "Error": "ExecutionOfJobTimedOut"}
-    except _KeepSamples as kept:
-        raise kept.error from None
     except BaseException:
-        await _release(backends, samples)
+        if not keep_samples:
+            await _release(backends, samples)
         raise
     # The outcome, never the BCID or a score: biometric outcomes per person stay out of routine logs.
     log.info("%s: %s", action, "succeeded" if result.get("Success") else result.get("Error", "not recognized"))

@@ -9,8 +9,14 @@ from xml.etree import ElementTree
 from aiohttp import web
 
 XML_TYPES = ("application/xml", "text/xml")
-# What XML 1.0 cannot carry at all, not even as a character reference: never in a reply.
+# What XML 1.0 cannot carry at all, not even as a character reference (the C0 controls but tab,
+# newline and carriage return; surrogates; U+FFFE, U+FFFF): never in a reply.
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_can_carry(text: str) -> bool:
+    """Whether ``text`` can stand in an XML reply as it is."""
+    return _XML_ILLEGAL.search(text) is None
 XMLNS_I = "http://www.w3.org/2001/XMLSchema-instance"
 XMLNS = "http://schemas.datacontract.org/2004/07/BioID.Services"
 

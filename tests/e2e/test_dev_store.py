@@ -46,14 +46,14 @@ def test_the_stores_other_ports_refuse_callers_without_credentials(own_stack: St
     token = client.token(bcid="bws.1.8101", task="enroll", livedetection=False)
     assert client.upload(token, images.encode(images.astronaut())).json["Accepted"]
     sample = store_of(own_stack).samples(claims_of(token)["jti"])[0]
-    filer = f"http://127.0.0.1:{own_stack.storage_ports['filer']}/buckets/bws-data/"
+    filer = f"http://127.0.0.1:{own_stack.storage_ports['filer.port']}/buckets/bws-data/"
     for url, method in ((filer + sample.key, "GET"), (filer + "uploads/?pretty=y", "GET"),
                         (filer + sample.key, "DELETE"), (filer + "tokens/x/try-1", "PUT")):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(url, method=method, data=b"" if method == "PUT" else None),
                                    timeout=5)
         assert refused.value.code == 401, (method, url)
-    with grpc.insecure_channel(f"127.0.0.1:{own_stack.storage_ports['filer.grpc']}") as channel, \
+    with grpc.insecure_channel(f"127.0.0.1:{own_stack.storage_ports['filer.port.grpc']}") as channel, \
             pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(channel).result(timeout=3)  # mutual TLS: no handshake without the certificate
 
