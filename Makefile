@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-PROTOS    := $(wildcard protos/bws/v1/*.proto)
+PROTOS    := $(wildcard protos/bws/v1/*.proto protos/bws/bws3/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
 .PHONY: install lock protos run test bench bench-identify bench-liveness bench-load bench-match lint typecheck clean
@@ -26,7 +26,7 @@ lock:
 
 protos: $(GENERATED)
 
-bws/v1/%_pb2.py: protos/bws/v1/%.proto $(STAMP)
+bws/%_pb2.py: protos/bws/%.proto $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $<
 
 run: install protos
@@ -56,4 +56,4 @@ typecheck: install protos
 	$(BIN)/mypy bws gateway enroll_service liveness_service
 
 clean:
-	rm -rf $(VENV) bws/v1/*_pb2.py bws/v1/*_pb2_grpc.py bws/v1/*_pb2.pyi .pytest_cache test-artifacts
+	rm -rf $(VENV) bws/*/*_pb2.py bws/*/*_pb2_grpc.py bws/*/*_pb2.pyi .pytest_cache test-artifacts

@@ -180,6 +180,10 @@ class Stack:
     app_id: str
     app_secret: str
     http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)  # BWS 3's gRPC API
+    # The app is also a BWS 3 client: it signs its JWTs with this key; its class ids live in
+    # storage bws, partition 1.
+    client_key: bytes = field(default_factory=lambda: secrets.token_bytes(64), repr=False)
     secrets: DevSecrets = field(default_factory=DevSecrets.generate)
     log_to_files: bool = True  # False: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -204,7 +208,9 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         apps = [{"id": self.app_id, "secret": self.app_secret, "storage": "bws", "partitions": "*",
-                 "allowed_origins": [self.url]}, *self.extra_apps]
+                 "allowed_origins": [self.url],
+                 "bws3": {"keys": [base64.b64encode(self.client_key).decode()], "partition": 1}},
+                *self.extra_apps]
         return {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -217,6 +223,7 @@ class Stack:
             "BWS_APPS": json.dumps(apps),
             "BWS_HTTP_HOST": "127.0.0.1",
             "BWS_HTTP_PORT": str(self.http_port),
+            "BWS_GRPC_PORT": str(self.grpc_port),
             "BWS_LIVENESS_LISTEN": f"127.0.0.1:{self.liveness_port}",
             "BWS_ENROLL_LISTEN": f"127.0.0.1:{self.enroll_port}",
             "BWS_LIVENESS_ADDRESS": f"127.0.0.1:{self.liveness_port}",
@@ -388,11 +395,20 @@ def main() -> None:
     app_secret = os.environ.get("BWS_DEV_APP_SECRET", "").strip() or secrets.token_urlsafe(18)
     if len(app_secret) < 16:
         raise SystemExit("BWS_DEV_APP_SECRET must be at least 16 characters long")
+    raw_key = os.environ.get("BWS_DEV_CLIENT_KEY", "").strip()
+    try:
+        client_key = base64.b64decode(raw_key, validate=True) if raw_key else secrets.token_bytes(64)
+    except ValueError:
+        raise SystemExit("BWS_DEV_CLIENT_KEY must be base64") from None
+    if len(client_key) < 32:
+        raise SystemExit("BWS_DEV_CLIENT_KEY must hold at least 32 bytes (256 bits)")
     stack = Stack(
         workdir=run_dir,
         app_id=app_id,
         app_secret=app_secret,
         http_port=int(os.environ.get("BWS_HTTP_PORT", "8080")),
+        grpc_port=int(os.environ.get("BWS_GRPC_PORT", "9090")),
+        client_key=client_key,
         secrets=DevSecrets.load_or_create(run_dir / "dev-secrets.json"),
         log_to_files=False,
     )
@@ -415,6 +431,13 @@ def main() -> None:
         f"  curl -u '{app_id}:{app_secret}' '{token_url}'\n\n"
         f"Try the capture page with your webcam (enrolls bws.1.1; the link holds a token valid "
         f"for 10 minutes):\n  {capture_link(stack, token_url)}\n\n"
+        f"BWS 3: REST at {stack.url}/api/face/v1/..., gRPC at 127.0.0.1:{stack.grpc_port}\n"
+        f"  client id:  {app_id} (class ids in storage bws, partition 1)\n"
+        f"  client key: {base64.b64encode(client_key).decode()}"
+        f"{'' if raw_key else ' (generated; set BWS_DEV_CLIENT_KEY to keep one)'}\n"
+        f"  a JWT for 5 minutes: .venv/bin/python -c \"import jwt,time,base64; print(jwt.encode("
+        f"{{'sub':'{app_id}','iss':'{app_id}','aud':'BWS','exp':int(time.time())+300}}, "
+        f"base64.b64decode('<client key>'), 'HS512'))\"\n\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )

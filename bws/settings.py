@@ -131,15 +131,47 @@ class App:
     storage: str  # the BCID storage name the app may use, e.g. "bws"
     partitions: tuple[int, ...] | None  # partitions the app may use; None = any
     allowed_origins: tuple[str, ...] = ()  # origins the capture page may redirect back to
+    # BWS 3: the keys the app signs its JWTs with (several during a rotation), and the partition
+    # of ``storage`` its class ids live in. No keys: the app is not a BWS 3 client.
+    client_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    bws3_partition: int = 0
 
     def may_use(self, storage: str, partition: int) -> bool:
         return storage == self.storage and (self.partitions is None or partition in self.partitions)
 
 
+MIN_CLIENT_KEY_BYTES = 32  # 256 bits: HS256 needs at least that much key (RFC 7518, 3.2)
+
+
+def _bws3_client(app_id: str, raw: object, storage: str, partitions: tuple[int, ...] | None
+                 ) -> tuple[tuple[bytes, ...], int]:
+    """The ``bws3`` part of an app: ``{"keys": [base64, ...], "partition": N}``."""
+    if raw is None:
+        return (), 0
+    if not isinstance(raw, dict) or not isinstance(raw.get("keys"), list) or not raw["keys"]:
+        raise SettingsError(f"BWS_APPS: bws3 of app {app_id!r} must hold a non-empty list of keys")
+    keys = []
+    for encoded in raw["keys"]:
+        try:
+            key = base64.b64decode(str(encoded), validate=True)
+        except binascii.Error:
+            raise SettingsError(f"BWS_APPS: a bws3 key of app {app_id!r} is not base64") from None
+        if len(key) < MIN_CLIENT_KEY_BYTES:
+            raise SettingsError(f"BWS_APPS: a bws3 key of app {app_id!r} is shorter than 256 bits")
+        keys.append(key)
+    partition = raw.get("partition", 0)
+    if not isinstance(partition, int) or partition < 0 or (partitions is not None and partition not in partitions):
+        raise SettingsError(f"BWS_APPS: the bws3 partition of app {app_id!r} must be one of its partitions")
+    return tuple(keys), partition
+
+
 def parse_apps(raw: str) -> tuple[App, ...]:
-    """``BWS_APPS``: a JSON list of ``{"id", "secret", "storage", "partitions"?}`` objects.
+    """``BWS_APPS``: a JSON list of ``{"id", "secret", "storage", "partitions"?,
+    "allowed_origins"?, "bws3"?}`` objects.
 
     ``partitions`` is a list of integers; leave it out (or use "*") to allow any partition.
+    ``bws3`` makes the app a BWS 3 client: ``{"keys": [base64 of >= 32 bytes, ...],
+    "partition": N}``; its class ids are those of ``storage``/N.
     """
     try:
         items = json.loads(raw)
@@ -147,14 +179,18 @@ def parse_apps(raw: str) -> tuple[App, ...]:
             raise ValueError("a non-empty JSON list is expected")
         apps = []
         for item in items:
-            partitions = item.get("partitions", "*")
+            raw_partitions = item.get("partitions", "*")
+            partitions = None if raw_partitions == "*" else tuple(int(p) for p in raw_partitions)
+            keys, bws3_partition = _bws3_client(str(item["id"]), item.get("bws3"), str(item["storage"]), partitions)
             apps.append(
                 App(
                     app_id=str(item["id"]),
                     secret=str(item["secret"]),
                     storage=str(item["storage"]),
-                    partitions=None if partitions == "*" else tuple(int(p) for p in partitions),
+                    partitions=partitions,
                     allowed_origins=tuple(str(o) for o in item.get("allowed_origins", [])),
+                    client_keys=keys,
+                    bws3_partition=bws3_partition,
                 )
             )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -196,6 +232,14 @@ class GatewaySettings:
     keepalive_seconds: float = 15.0  # BWS_KEEPALIVE_SECONDS
     body_timeout_seconds: float = 20.0  # BWS_BODY_TIMEOUT_SECONDS
     max_connections: int = 512  # BWS_MAX_CONNECTIONS
+    # BWS 3: its gRPC API listens on host:grpc_port. Client-signed JWTs may live at most
+    # jwt_max_lifetime_seconds (exp - iat, or exp - now without iat); clocks may differ by
+    # jwt_leeway_seconds. A BWS 3 request (REST body or gRPC message) holds at most
+    # max_request_bytes and max_samples_per_token images.
+    grpc_port: int = 9090  # BWS_GRPC_PORT
+    jwt_max_lifetime_seconds: int = 3600  # BWS_JWT_MAX_LIFETIME_SECONDS
+    jwt_leeway_seconds: int = 30  # BWS_JWT_LEEWAY_SECONDS
+    max_request_bytes: int = 16 * 1024 * 1024  # BWS_MAX_REQUEST_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -226,6 +270,10 @@ class GatewaySettings:
             keepalive_seconds=_float(env, "BWS_KEEPALIVE_SECONDS", 15.0),
             body_timeout_seconds=_float(env, "BWS_BODY_TIMEOUT_SECONDS", 20.0),
             max_connections=_int(env, "BWS_MAX_CONNECTIONS", 512, low=8),
+            grpc_port=_int(env, "BWS_GRPC_PORT", 9090),
+            jwt_max_lifetime_seconds=_int(env, "BWS_JWT_MAX_LIFETIME_SECONDS", 3600, low=1),
+            jwt_leeway_seconds=_int(env, "BWS_JWT_LEEWAY_SECONDS", 30),
+            max_request_bytes=_int(env, "BWS_MAX_REQUEST_BYTES", 16 * 1024 * 1024, low=1024),
         )
 
 

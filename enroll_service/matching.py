@@ -55,36 +55,33 @@ def score(probe: np.ndarray, reference: np.ndarray) -> float:
 
 @dataclass
 class PartitionIndex:
-    """The centroids of one partition's classes, one row each."""
+    """The centroids of one partition's classes, one row each, with each class's tags."""
 
     class_ids: list[str] = field(default_factory=list)
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
     rows: dict[str, int] = field(default_factory=dict)
+    tags: list[frozenset[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.class_ids)
 
-    def put(self, class_id: str, vector: np.ndarray) -> None:
-        row = self.rows.get(class_id)
-        if row is None:
-            self.rows[class_id] = len(self.class_ids)
-            self.class_ids.append(class_id)
-            self.matrix = np.vstack([self.matrix, vector[None, :].astype(np.float32)])
-        else:
-            self.matrix[row] = vector
+    def put(self, class_id: str, vector: np.ndarray, tags: Sequence[str] = ()) -> None:
+        self.put_many([(class_id, vector, tags)])
 
-    def put_many(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
-        """Bulk load (one allocation instead of one per class)."""
-        new = [(c, v) for c, v in items if c not in self.rows]
-        for class_id, vector in items:
+    def put_many(self, items: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> None:
+        """Add or replace classes (one allocation for all the new ones)."""
+        new = [(c, v, frozenset(t)) for c, v, t in items if c not in self.rows]
+        for class_id, vector, tags in items:
             if class_id in self.rows:
                 self.matrix[self.rows[class_id]] = vector
+                self.tags[self.rows[class_id]] = frozenset(tags)
         if new:
             start = len(self.class_ids)
-            for offset, (class_id, _) in enumerate(new):
+            for offset, (class_id, _, tag_set) in enumerate(new):
                 self.rows[class_id] = start + offset
                 self.class_ids.append(class_id)
-            self.matrix = np.vstack([self.matrix, np.stack([v for _, v in new]).astype(np.float32)])
+                self.tags.append(tag_set)
+            self.matrix = np.vstack([self.matrix, np.stack([v for _, v, _ in new]).astype(np.float32)])
 
     def remove(self, class_id: str) -> None:
         row = self.rows.pop(class_id, None)
@@ -95,19 +92,27 @@ class PartitionIndex:
             moved = self.class_ids[last]
             self.class_ids[row] = moved
             self.matrix[row] = self.matrix[last]
+            self.tags[row] = self.tags[last]
             self.rows[moved] = row
         self.class_ids.pop()
+        self.tags.pop()
         self.matrix = self.matrix[:last]
 
-    def search(self, probe: np.ndarray, top_k: int, threshold: float) -> list[tuple[str, float]]:
-        """The best ``top_k`` classes scoring at least ``threshold``, best first."""
+    def search(self, probe: np.ndarray, top_k: int, threshold: float,
+               tags: Sequence[str] = ()) -> list[tuple[str, float]]:
+        """The best ``top_k`` classes scoring at least ``threshold`` among those carrying all
+        ``tags``, best first."""
         if not self.class_ids:
             return []
         scores = self.matrix @ probe.astype(np.float32)
+        if tags:
+            required = frozenset(tags)
+            scores[~np.fromiter((required <= t for t in self.tags), bool, len(self.tags))] = -np.inf
         k = min(top_k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best])]
-        return [(self.class_ids[i], float(scores[i])) for i in best if scores[i] >= threshold]
+        return [(self.class_ids[i], float(scores[i])) for i in best
+                if scores[i] >= threshold and scores[i] > -np.inf]
 
 
 @dataclass
@@ -135,7 +140,7 @@ class IndexCache:
         self.store.put(entry, b"", "text/plain")
 
     def search(self, storage: str, partition: int, probe: np.ndarray, top_k: int,
-               threshold: float) -> tuple[list[tuple[str, float]], int]:
+               threshold: float, tags: Sequence[str] = ()) -> tuple[list[tuple[str, float]], int]:
         """The best matches in a partition, and how many classes were searched."""
         prefix = f"{storage}/{partition}"
         with self._lock:  # one partition update or search at a time: the matrix is replaced in place
@@ -144,7 +149,7 @@ class IndexCache:
                 cached = self._partitions[prefix] = self._build(prefix)
             else:
                 self._catch_up(prefix, cached)
-            return cached.index.search(probe, top_k, threshold), len(cached.index)
+            return cached.index.search(probe, top_k, threshold, tags), len(cached.index)
 
     def _log_entries(self, prefix: str, start_after: str | None) -> list[str]:
         return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start_after)
@@ -163,7 +168,7 @@ class IndexCache:
         index = PartitionIndex()
         with ThreadPoolExecutor(16) as pool:
             loaded = list(pool.map(self.templates.get, class_ids))
-        index.put_many([(c, centroid(t.matrix())) for c, t in zip(class_ids, loaded, strict=True)
+        index.put_many([(c, centroid(t.matrix()), t.tags) for c, t in zip(class_ids, loaded, strict=True)
                         if t is not None and t.current_encoder and t.embeddings])
         log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
         return _Cached(index, applied=set(), newest=built_at)
@@ -182,7 +187,7 @@ class IndexCache:
             if template is None or not template.embeddings or not template.current_encoder:
                 cached.index.remove(class_id)
             else:
-                cached.index.put(class_id, centroid(template.matrix()))
+                cached.index.put(class_id, centroid(template.matrix()), template.tags)
         cached.applied.update(fresh)
         cached.newest = max(cached.newest, *fresh)
         horizon = self._nanos(cached.newest) - 2 * CLOCK_SKEW_NANOS

@@ -75,6 +75,7 @@ def template_status(class_id: str, template: Template | None) -> enrollment_pb2.
         enrolled_images=len(template.embeddings),
         encoder_name=template.encoder_name,
         encoder_version=template.encoder_version,
+        tags=template.tags,
     )
 
 
@@ -219,6 +220,15 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             log.info("delete template: %s", "deleted" if deleted else "none")
             return enrollment_pb2.DeleteTemplateReply(deleted=deleted)
 
+    async def SetTemplateTags(self, request: enrollment_pb2.SetTemplateTagsRequest,
+                              context: grpc.aio.ServicerContext) -> enrollment_pb2.SetTemplateTagsReply:
+        with rpc_context(context):
+            class_id = await self._class_id(request.class_id, context)
+            template = await guarded(context, asyncio.to_thread(self.templates.set_tags, class_id, list(request.tags)))
+            if template is not None:
+                await guarded(context, asyncio.to_thread(self.indexes.record_change, class_id))
+            return enrollment_pb2.SetTemplateTagsReply(found=template is not None)
+
     async def Verify(self, request: enrollment_pb2.VerifyRequest,
                      context: grpc.aio.ServicerContext) -> enrollment_pb2.VerifyReply:
         with rpc_context(context):
@@ -264,7 +274,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                                               errors=[NO_USABLE_FACE])
         matches, searched = await asyncio.to_thread(
             self.indexes.search, request.storage, request.partition, centroid(embeddings),
-            request.top_k or 10, threshold,
+            request.top_k or 10, -1.0 if request.include_non_matches else threshold, list(request.tags),
         )
         log.info("search %s/%d: %d match(es) among %d", request.storage, request.partition, len(matches), searched)
         return enrollment_pb2.SearchReply(

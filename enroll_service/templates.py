@@ -1,6 +1,6 @@
 """Biometric templates: the embeddings of one class, encrypted at rest, updated atomically.
 
-A template is JSON (class id, encoder name and version, times, embeddings) sealed with
+A template is JSON (class id, encoder name and version, times, embeddings, tags) sealed with
 AES-256-GCM; the class id is the associated data, so a template copied under another class's
 key does not decrypt. Concurrent enrollments of one class never lose an update: each write is
 conditional on the ETag that was read, and a lost race is retried.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,7 @@ class Template:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     embeddings: list[list[float]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # BWS 3 tags, sorted (templates written before have none)
 
     @property
     def current_encoder(self) -> bool:
@@ -73,24 +75,52 @@ class TemplateStore:
         """Add embeddings to the class's template (creating it); returns it and whether it is new.
 
         Only the newest ``max_images`` embeddings are kept. A template made by another encoder
-        is replaced, since its embeddings cannot be compared with the new ones.
+        is replaced (keeping its tags), since its embeddings cannot be compared with the new ones.
         """
-        for _ in range(_WRITE_ATTEMPTS):
-            found = self.store.get_with_etag(class_key(class_id))
+        def change(found: Template | None) -> Template:
             if found is None:
-                template, etag, created = Template(class_id=class_id), None, True
+                template = Template(class_id=class_id)
+            elif not found.current_encoder:
+                template = Template(class_id=class_id, created=found.created, tags=found.tags)
             else:
-                template, etag, created = self._open(class_id, found[0]), found[1], False
-                if not template.current_encoder:
-                    template = Template(class_id=class_id, created=template.created)
+                template = found
             added = [e.astype(float).round(6).tolist() for e in embeddings]
             template.embeddings = (template.embeddings + added)[-max_images:]
+            return template
+
+        template, before = self._update(class_id, change)
+        assert template is not None
+        return template, before is None
+
+    def set_tags(self, class_id: str, tags: list[str]) -> Template | None:
+        """Replace the tags of the class's template; None (and nothing written) when it has none."""
+        def change(found: Template | None) -> Template | None:
+            if found is not None:
+                found.tags = sorted(set(tags))
+            return found
+
+        return self._update(class_id, change)[0]
+
+    def _update(self, class_id: str, change: Callable[[Template | None], Template | None]
+                ) -> tuple[Template | None, Template | None]:
+        """Read the class's template, apply ``change`` and write the result if it did not move
+        meanwhile (else again); returns (written, as read). ``change`` returning None writes nothing."""
+        for _ in range(_WRITE_ATTEMPTS):
+            found = self.store.get_with_etag(class_key(class_id))
+            before = None if found is None else self._open(class_id, found[0])
+            created = None if before is None else before.created  # change() may alter the template read
+            template = change(None if before is None else Template(**{**before.__dict__}))
+            if template is None:
+                return None, before
             template.updated = time.time()
+            if created is not None:
+                template.created = created
             try:
-                self.store.put_conditional(class_key(class_id), self._seal(template), if_match=etag)
+                self.store.put_conditional(class_key(class_id), self._seal(template),
+                                           if_match=None if found is None else found[1])
             except PreconditionFailed:
-                continue  # another enrollment of this class wrote first: read again
-            return template, created
+                continue  # another call wrote this class first: read again
+            return template, before
         raise TemplateError(f"the template of {class_id} is changing too often to update")
 
     def delete(self, class_id: str) -> bool:

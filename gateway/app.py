@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bws import logs
 from bws.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from bws.settings import GatewaySettings, redacted
-from gateway import biometric, capture, handlers, openapi, server
+from gateway import biometric, bws3, capture, handlers, openapi, server
 from gateway.backends import SETTINGS, backends_ctx
 from gateway.errors import Handler, error_middleware, request_id_middleware
 
@@ -55,6 +55,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[openapi.OPENAPI] = openapi.document(settings.public_url)
     app.cleanup_ctx.append(backends_ctx)
+    app.cleanup_ctx.append(bws3.grpc_server_ctx)  # BWS 3's gRPC API, on BWS_GRPC_PORT
 
     routes = [
         ("GET", "/extension/token", handlers.token),
@@ -72,11 +73,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
         ("GET", "/readyz", handlers.readyz),
         ("GET", "/metrics", metrics),
         ("GET", "/openapi.json", openapi.openapi),
+        *bws3.ROUTES,
     ]
     # Browser clients call from other origins with an Authorization header: answer preflights.
     cors = aiohttp_cors.setup(app, defaults={
         origin: aiohttp_cors.ResourceOptions(
-            allow_credentials=False, allow_headers="*", expose_headers=("X-Request-Id",), max_age=600
+            allow_credentials=False, allow_headers="*", max_age=600,
+            expose_headers=("X-Request-Id", "jobid", "bws-version", "reference-number"),
         )
         for origin in settings.cors_origins
     })

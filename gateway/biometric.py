@@ -1,6 +1,8 @@
-"""The biometric calls a BWS token authorizes: enroll, verify, identify, livenessdetection.
+"""The biometric calls: the classic ones a BWS token authorizes (enroll, verify, identify,
+livenessdetection), and the storing and inspecting of images sent inside a call (BWS 3, classic
+livedetection: ``inline_samples``).
 
-They share one flow (``run``), so every call behaves the same way:
+The token-authorized calls share one flow (``run``), so every call behaves the same way:
 
 1. verify the token (401) and that its task allows this call (403);
    with ``BWS_MAX_CONCURRENT_CALLS`` calls already in flight, answer ``ExecutionOfJobTimedOut``
@@ -21,14 +23,19 @@ samples stay for the next call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aiohttp import web
 
+from bws import images
 from bws.storage import StoredSample
 from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
@@ -162,6 +169,78 @@ async def _record(backends: Backends, claims: tokens.Token, record: Result, acti
         await backends.storage(backends.store.put_result, claims.token_id, record)
     except Exception:
         log.warning("could not record the result of the %s", action)
+
+
+# -- images sent inside a call ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """One image sent inside a call, as stored and inspected for the call's duration."""
+
+    ref: common_pb2.SampleRef | None  # where it is stored; None when it is not an image
+    inspection: liveness_pb2.InspectSampleReply
+
+    @property
+    def usable(self) -> bool:
+        """It holds exactly one usable face."""
+        return self.ref is not None and self.inspection.accepted
+
+
+@contextlib.asynccontextmanager
+async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: bool = False
+                         ) -> AsyncIterator[list[InlineImage]]:
+    """Store the images as samples of a one-off job and inspect them (at once, as an upload
+    does); with ``prepare``, have the enrollment service embed the usable ones. Yields one
+    ``InlineImage`` per image, in order; the samples are deleted when the block ends, whatever
+    happened. Bytes that are not an image of an allowed format and size are not stored: their
+    inspection says InvalidSampleData."""
+    job = "call-" + secrets.token_hex(12)
+    stored: list[str] = []
+
+    async def store_and_inspect(index: int, blob: bytes) -> InlineImage:
+        try:
+            if images.sniff(blob) is None:
+                raise images.InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
+            images.check_size(blob)
+        except images.InvalidImage as error:
+            return InlineImage(None, liveness_pb2.InspectSampleReply(
+                status=common_pb2.JOB_STATUS_SUCCEEDED,
+                errors=[common_pb2.JobError(error_code="InvalidSampleData", message=str(error))]))
+        key = backends.store.new_sample_key(job, index, "any")
+        stored.append(key)
+        ref = common_pb2.SampleRef(key=key, tag="any", index=index)
+        _, inspection = await asyncio.gather(
+            backends.storage(backends.store.put, key, blob, images.sniff(blob) or "application/octet-stream"),
+            backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=blob)))
+        if prepare and inspection.accepted:
+            await prepare_sample(backends, ref, inspection.aligned_face)
+        return InlineImage(ref, inspection)
+
+    try:
+        yield list(await asyncio.gather(*(store_and_inspect(i, blob) for i, blob in enumerate(data))))
+    finally:
+        if stored:
+            backends.background.spawn(_release_keys(backends, stored))
+
+
+async def _release_keys(backends: Backends, keys: list[str]) -> None:
+    try:
+        await backends.storage(backends.store.delete, [k for key in keys for k in backends.store.sample_objects(key)])
+    except Exception:
+        log.warning("could not delete a call's images; the expiry rule will remove them")
+
+
+async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:
+    """Have the enrollment service embed an accepted sample ahead of the call that uses it.
+
+    Best effort: when it does not happen (busy, down), the biometric call embeds the sample.
+    """
+    try:
+        await backends.call(backends.enrollment.PrepareSample,
+                            enrollment_pb2.PrepareSampleRequest(sample=ref, aligned_face=aligned_face))
+    except grpc.aio.AioRpcError as error:
+        log.debug("sample not prepared ahead: %s", error.code())
 
 
 # -- the calls' own work ----------------------------------------------------------------

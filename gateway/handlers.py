@@ -21,7 +21,7 @@ from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway import replies, tokens
 from gateway.auth import basic_app, bcid_param, bearer_token, flag, integer, read_body, state_param, traits
 from gateway.backends import BACKENDS, SETTINGS, Backends
-from gateway.biometric import Outcome, check_liveness
+from gateway.biometric import Outcome, check_liveness, prepare_sample
 from gateway.errors import OVERLOAD, ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -128,18 +128,6 @@ async def _upload(backends: Backends, claims: tokens.Token, tag: str, index: int
         message = reply.errors[0].message if reply.errors else "The sample could not be read."
         raise ApiError(400, message)
     return web.json_response({"Accepted": False, "Error": codes[0]})
-
-
-async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:
-    """Have the enrollment service embed an accepted sample while the client sends the next one.
-
-    Best effort: when it does not happen (busy, down), the biometric call embeds the sample.
-    """
-    try:
-        await backends.call(backends.enrollment.PrepareSample,
-                            enrollment_pb2.PrepareSampleRequest(sample=ref, aligned_face=aligned_face))
-    except grpc.aio.AioRpcError as error:
-        log.debug("sample not prepared ahead: %s", error.code())
 
 
 # -- calls with app credentials --------------------------------------------------------

@@ -105,7 +105,10 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         analysis = None
         if result.face is not None:
             x, y, w, h = result.face.box
-            reply.face.CopyFrom(common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=result.face.score))
+            left, right = sorted(result.face.landmarks[:2].tolist())  # the two eyes, by x
+            reply.face.CopyFrom(common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=result.face.score,
+                                                   eye_on_left=common_pb2.Point(x=left[0], y=left[1]),
+                                                   eye_on_right=common_pb2.Point(x=right[0], y=right[1])))
             if result.accepted:
                 analysis = FaceAnalysis(face=result.face, aligned=align_face(image, result.face),
                                         mesh=engine.landmarker.mesh(image, result.face))

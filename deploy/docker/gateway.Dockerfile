@@ -31,7 +31,7 @@ COPY protos/ protos/
 COPY bws/ bws/
 # Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.
 RUN /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
-        --grpc_python_out=. protos/bws/v1/*.proto
+        --grpc_python_out=. protos/bws/v1/*.proto protos/bws/bws3/*.proto
 COPY gateway/ gateway/
 COPY liveness_service/ liveness_service/
 COPY enroll_service/ enroll_service/

@@ -75,7 +75,7 @@ def main() -> None:
     report("| ---: | ---: | ---: | ---: |")
     for count in (1_000, 10_000, 100_000):
         index = PartitionIndex()
-        index.put_many([(f"bws/1/{i}", v) for i, v in enumerate(unit_vectors(count, rng))])
+        index.put_many([(f"bws/1/{i}", v, ()) for i, v in enumerate(unit_vectors(count, rng))])
         probes = unit_vectors(50, rng)
         samples = [t for p in probes for t in timed(lambda p=p, index=index: index.search(p, 10, 0.5), 4)]
         median, p95 = statistics.median(samples), float(np.percentile(samples, 95))

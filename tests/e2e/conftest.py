@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,12 +20,16 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # A second app that may only use partition 5 of the storage "bws".
 LIMITED_APP = {"id": "limited-app", "secret": "limited-app-secret-0123", "storage": "bws", "partitions": [5]}
+# A BWS 3 client in the middle of a key rotation: both keys sign valid JWTs.
+BWS3_ROTATING_KEYS = (secrets.token_bytes(32), secrets.token_bytes(64))
+BWS3_ROTATING_APP = {"id": "rotating-app", "secret": "rotating-app-secret-0123", "storage": "bws", "partitions": [7],
+                     "bws3": {"keys": [base64.b64encode(k).decode() for k in BWS3_ROTATING_KEYS], "partition": 7}}
 
 
 def start_stack(name: str, **extra_env: str) -> Stack:
     workdir = ARTIFACTS / f"{name}-{secrets.token_hex(3)}"
     return Stack(workdir=workdir, app_id="test-app", app_secret=secrets.token_urlsafe(18),
-                 extra_env=extra_env, extra_apps=[LIMITED_APP]).start()
+                 extra_env=extra_env, extra_apps=[LIMITED_APP, BWS3_ROTATING_APP]).start()
 
 
 def dump_logs(stack: Stack, lines: int = 40) -> None:

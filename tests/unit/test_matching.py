@@ -30,7 +30,7 @@ class LoggedMemoryStore(MemoryStore):
 
 def test_search_returns_the_best_first_above_the_threshold() -> None:
     index = PartitionIndex()
-    index.put_many([(f"bws/1/{i}", embedding(i)) for i in range(50)])
+    index.put_many([(f"bws/1/{i}", embedding(i), ()) for i in range(50)])
     matches = index.search(embedding(7), top_k=5, threshold=0.5)
     assert matches[0][0] == "bws/1/7" and matches[0][1] == pytest.approx(1.0, abs=1e-5)
     assert all(score >= 0.5 for _, score in matches)
@@ -38,12 +38,25 @@ def test_search_returns_the_best_first_above_the_threshold() -> None:
 
 def test_remove_keeps_the_other_rows_right() -> None:
     index = PartitionIndex()
-    index.put_many([(f"bws/1/{i}", embedding(i)) for i in range(5)])
+    index.put_many([(f"bws/1/{i}", embedding(i), ()) for i in range(5)])
     index.remove("bws/1/1")
     assert len(index) == 4
     for i in (0, 2, 3, 4):
         assert index.search(embedding(i), 1, 0.9)[0][0] == f"bws/1/{i}"
     assert index.search(embedding(1), 1, 0.9) == []
+
+
+def test_search_with_tags_sees_only_the_classes_carrying_all_of_them() -> None:
+    index = PartitionIndex()
+    index.put_many([("bws/1/1", embedding(1), ("staff", "berlin")), ("bws/1/2", embedding(2), ("staff",)),
+                    ("bws/1/3", embedding(3), ())])
+    assert {c for c, _ in index.search(embedding(1), 10, -1.0, ["staff"])} == {"bws/1/1", "bws/1/2"}
+    assert [c for c, _ in index.search(embedding(2), 10, -1.0, ["staff", "berlin"])] == ["bws/1/1"]
+    assert index.search(embedding(3), 10, -1.0, ["nobody"]) == []
+    index.remove("bws/1/1")  # the last row moves into the hole, with its tags
+    assert [c for c, _ in index.search(embedding(3), 10, -1.0, ["staff"])] == ["bws/1/2"]
+    index.put("bws/1/3", embedding(3), ["staff"])
+    assert {c for c, _ in index.search(embedding(3), 10, -1.0, ["staff"])} == {"bws/1/2", "bws/1/3"}
 
 
 def test_centroid_is_a_unit_vector() -> None:
