@@ -62,7 +62,7 @@ RUN python -c "import gateway.app"
 USER 10001:10001
 ENV BWS_HTTP_HOST=0.0.0.0 \
     BWS_HTTP_PORT=8080
-EXPOSE 8080
+EXPOSE 8080 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/app/healthcheck.py", "http", "http://127.0.0.1:8080/readyz"]
 ENTRYPOINT ["python", "-m", "gateway"]

@@ -345,13 +345,20 @@ def test_grpc_services_probe_the_liveness_and_readiness_health_services(
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [("grpc", port, "grpc")]
 
 
-def test_gateway_probes_livez_and_readyz_on_the_named_http_port(docs: list[dict[str, Any]]) -> None:
+def test_gateway_serves_http_and_bws3_grpc_and_probes_both(docs: list[dict[str, Any]]) -> None:
     container = only_container(find(docs, "Deployment", GATEWAY))
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": 9090, "protocol": "TCP"}]
+    assert {"name": "BWS_GRPC_PORT", "value": "9090"} in container["env"]
+    assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["livenessProbe"]["grpc"] == {"port": 9090, "service": "liveness"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     service = find(docs, "Service", GATEWAY)
-    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", 8080, "http")]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", 8080, "http"), ("grpc", 9090, "grpc")]
+    assert "EXPOSE 8080 9090" in (K8S.parent / "docker" / "gateway.Dockerfile").read_text()
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]["gateway"]
+    assert "127.0.0.1:9090:9090" in compose["ports"] and compose["environment"]["BWS_GRPC_PORT"] == "9090"
 
 
 def test_selectors_match_their_pod_templates(docs: list[dict[str, Any]]) -> None:
@@ -463,6 +470,7 @@ def test_the_namespace_denies_ingress_by_default(docs: list[dict[str, Any]]) -> 
     ("target", "port", "sources"),
     [
         (GATEWAY, 8080, {GATEWAY, LIVENESS, ENROLL, MINIO, OUTSIDE}),
+        (GATEWAY, 9090, {GATEWAY, LIVENESS, ENROLL, MINIO, OUTSIDE}),
         (LIVENESS, 50051, {GATEWAY}),
         (ENROLL, 50052, {GATEWAY}),
         (MINIO, 9000, {GATEWAY, LIVENESS, ENROLL}),
@@ -592,7 +600,7 @@ def test_compose_file_has_the_four_services_and_publishes_only_the_gateway_on_lo
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     assert set(services) == {MINIO, LIVENESS, ENROLL, GATEWAY}
-    assert services[GATEWAY]["ports"] == ["127.0.0.1:8080:8080"]
+    assert services[GATEWAY]["ports"] == ["127.0.0.1:8080:8080", "127.0.0.1:9090:9090"]  # HTTP, BWS 3 gRPC
     for name in (MINIO, LIVENESS, ENROLL):
         assert "ports" not in services[name]
     for name, process in PROCESSES.items():
@@ -698,7 +706,7 @@ def test_dockerignore_files_are_identical_and_let_through_what_the_build_copies(
     for src in sources:
         assert src in allowed, f"{src} is copied but excluded by the .dockerignore"
         assert (ROOT / src).exists(), f"{src} does not exist in the repository"
-    for generated in ("bws/v1/*_pb2.py", "bws/v1/*_pb2_grpc.py"):
+    for generated in ("bws/*/*_pb2.py", "bws/*/*_pb2_grpc.py"):  # bws/v1 and bws/bws3
         assert generated in patterns, "generated code is rebuilt in the image, never copied"
 
 
