@@ -63,9 +63,27 @@ FACE_LANDMARKER = ModelFile(
     "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
 )
 
-# The name and version recorded in every template, so an encoder change can be detected.
-ENCODER_NAME = "sface-2021dec-int8bq"
-ENCODER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A way of turning an aligned face into a 128-d unit vector. Its name and version are
+    recorded in every template, so that vectors of different encoders are never compared."""
+
+    name: str
+    version: int
+    # Also embed the mirrored crop and average the two (test-time augmentation): a different
+    # vector for the same face, at twice the cost.
+    flip_average: bool = False
+
+
+# BWS_ENCODER_VERSION picks one; version 1 is what every template so far was made with.
+ENCODERS = {
+    1: Encoder("sface-2021dec-int8bq", 1),
+    2: Encoder("sface-2021dec-int8bq-flipavg", 2, flip_average=True),
+}
+DEFAULT_ENCODER = ENCODERS[1]
+ENCODER_NAME, ENCODER_VERSION = DEFAULT_ENCODER.name, DEFAULT_ENCODER.version
 
 
 # A face box within this share of the image's longer side from its border is "at the edge".
@@ -166,6 +184,20 @@ def align_face(image: np.ndarray, face: Face) -> np.ndarray:
 ALIGNED_SHAPE = (112, 112, 3)
 
 
+def aligned_to_png(crop: np.ndarray) -> bytes:
+    """An aligned crop as a PNG (a template's thumbnail)."""
+    ok, encoded = cv2.imencode(".png", crop)
+    if not ok:
+        raise ValueError("the crop cannot be encoded as PNG")
+    return encoded.tobytes()
+
+
+def aligned_from_png(data: bytes) -> np.ndarray | None:
+    """A thumbnail back to the aligned crop; None when it is not one."""
+    crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return crop if crop is not None and crop.shape == ALIGNED_SHAPE else None
+
+
 def aligned_from_bytes(data: bytes) -> np.ndarray | None:
     """An aligned crop sent as raw bytes (``InspectSampleReply.aligned_face``); None if malformed."""
     if len(data) != ALIGNED_SHAPE[0] * ALIGNED_SHAPE[1] * ALIGNED_SHAPE[2]:
@@ -180,14 +212,21 @@ class FaceEmbedder:
     fed by input name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, encoder: Encoder = DEFAULT_ENCODER) -> None:
+        self.encoder = encoder
         self._net = cv2.dnn.readNet(str(SFACE.path()))
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(align_face(image, face))
 
     def embed_aligned(self, crop: np.ndarray) -> np.ndarray:
-        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
+        vector = self._forward(crop)
+        if self.encoder.flip_average:
+            vector = vector + self._forward(crop[:, ::-1])
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def _forward(self, crop: np.ndarray) -> np.ndarray:
+        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop), 1.0, (112, 112), (0, 0, 0), swapRB=True)
         self._net.setInput(blob, "data")
         vector = self._net.forward().reshape(-1).astype(np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
@@ -304,14 +343,14 @@ class FaceAnalysis:
             return cls(face=face, aligned=arrays["aligned"], mesh=mesh)
 
 
-def embedding_to_bytes(embedding: np.ndarray) -> bytes:
+def embedding_to_bytes(embedding: np.ndarray, encoder: Encoder = DEFAULT_ENCODER) -> bytes:
     """An embedding as stored beside a sample (``{key}.emb``), tagged with its encoder."""
-    return f"{ENCODER_NAME}/{ENCODER_VERSION}\n".encode() + np.asarray(embedding, np.float32).tobytes()
+    return f"{encoder.name}/{encoder.version}\n".encode() + np.asarray(embedding, np.float32).tobytes()
 
 
-def embedding_from_bytes(data: bytes) -> np.ndarray | None:
+def embedding_from_bytes(data: bytes, encoder: Encoder = DEFAULT_ENCODER) -> np.ndarray | None:
     """The stored embedding; None when another encoder (or version) made it, or it is damaged."""
     header, _, payload = data.partition(b"\n")
-    if header != f"{ENCODER_NAME}/{ENCODER_VERSION}".encode() or len(payload) != 128 * 4:
+    if header != f"{encoder.name}/{encoder.version}".encode() or len(payload) != 128 * 4:
         return None
     return np.frombuffer(payload, np.float32).copy()

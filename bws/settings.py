@@ -370,6 +370,12 @@ class EnrollSettings:
     min_face_size_px: int = 40  # BWS_MIN_FACE_SIZE_PX
     workers: int = 2  # BWS_ENROLL_WORKERS: threads running the models, each with its own models
     max_queue: int = 16  # BWS_ENROLL_MAX_QUEUE: calls waiting beyond that get RESOURCE_EXHAUSTED
+    # BWS_ENCODER_VERSION: the face encoder new templates are made with (bws/faces.py ENCODERS).
+    # Templates of another version are not compared; enrolling upgrades them from thumbnails.
+    encoder_version: int = 1
+    # BWS_STORE_THUMBNAILS: keep the aligned faces a template was made from (encrypted like it),
+    # so that it can be upgraded to another encoder; off: only the embeddings are kept.
+    store_thumbnails: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
@@ -390,4 +396,15 @@ class EnrollSettings:
             min_face_size_px=_int(env, "BWS_MIN_FACE_SIZE_PX", 40, low=1),
             workers=_int(env, "BWS_ENROLL_WORKERS", 2, low=1),
             max_queue=_int(env, "BWS_ENROLL_MAX_QUEUE", 16),
+            encoder_version=_encoder_version(env),
+            store_thumbnails=_bool(env, "BWS_STORE_THUMBNAILS", True),
         )
+
+
+def _encoder_version(env: Mapping[str, str]) -> int:
+    from bws.faces import ENCODERS  # the face engine's module, imported only by the enroll service
+
+    version = _int(env, "BWS_ENCODER_VERSION", 1, low=1)
+    if version not in ENCODERS:
+        raise SettingsError(f"BWS_ENCODER_VERSION must be one of {sorted(ENCODERS)}, got {version}")
+    return version

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 UPLOADS = "uploads/"
 TOKENS = "tokens/"
 TEMPLATES = "templates/"
+THUMBNAILS = "thumbnails/"
 INDEXES = "indexes/"
 # Running replicas read the change log as it grows (before each search); a replica that has
 # not read it for half this time builds its index from the templates instead. So old entries
@@ -117,6 +118,11 @@ def embedding_key(sample_key: str) -> str:
 def class_key(class_id: str) -> str:
     """The template key of a canonical class id ``storage/partition/classid``."""
     return TEMPLATES + class_id
+
+
+def thumbnails_key(class_id: str) -> str:
+    """The key of a class's template thumbnails (the aligned faces it was made from)."""
+    return THUMBNAILS + class_id
 
 
 class ObjectStore:

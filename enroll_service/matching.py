@@ -61,6 +61,7 @@ class PartitionIndex:
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
     rows: dict[str, int] = field(default_factory=dict)
     tags: list[frozenset[str]] = field(default_factory=list)
+    outdated: set[str] = field(default_factory=set)  # classes whose templates another encoder made
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -139,9 +140,10 @@ class IndexCache:
         entry = f"{INDEXES}{storage}/{partition}/log/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{number}"
         self.store.put(entry, b"", "text/plain")
 
-    def search(self, storage: str, partition: int, probe: np.ndarray, top_k: int,
-               threshold: float, tags: Sequence[str] = ()) -> tuple[list[tuple[str, float]], int]:
-        """The best matches in a partition, and how many classes were searched."""
+    def search(self, storage: str, partition: int, probe: np.ndarray, top_k: int, threshold: float,
+               tags: Sequence[str] = ()) -> tuple[list[tuple[str, float]], int, int]:
+        """The best matches in a partition, how many classes were searched, and how many were
+        not because another encoder made their templates."""
         prefix = f"{storage}/{partition}"
         with self._lock:  # one partition update or search at a time: the matrix is replaced in place
             cached = self._partitions.get(prefix)
@@ -149,7 +151,8 @@ class IndexCache:
                 cached = self._partitions[prefix] = self._build(prefix)
             else:
                 self._catch_up(prefix, cached)
-            return cached.index.search(probe, top_k, threshold, tags), len(cached.index)
+            index = cached.index
+            return index.search(probe, top_k, threshold, tags), len(index), len(index.outdated)
 
     def _log_entries(self, prefix: str, start_after: str | None) -> list[str]:
         return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start_after)
@@ -168,8 +171,10 @@ class IndexCache:
         index = PartitionIndex()
         with ThreadPoolExecutor(16) as pool:
             loaded = list(pool.map(self.templates.get, class_ids))
+        current = self.templates.is_current
         index.put_many([(c, centroid(t.matrix()), t.tags) for c, t in zip(class_ids, loaded, strict=True)
-                        if t is not None and t.current_encoder and t.embeddings])
+                        if t is not None and current(t) and t.embeddings])
+        index.outdated = {c for c, t in zip(class_ids, loaded, strict=True) if t is not None and not current(t)}
         log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
         return _Cached(index, applied=set(), newest=built_at)
 
@@ -184,7 +189,11 @@ class IndexCache:
             return
         for class_id in {f"{prefix}/{entry.rsplit('-', 1)[-1]}" for entry in fresh}:
             template = self.templates.get(class_id)
-            if template is None or not template.embeddings or not template.current_encoder:
+            if template is not None and not self.templates.is_current(template):
+                cached.index.outdated.add(class_id)
+            else:
+                cached.index.outdated.discard(class_id)
+            if template is None or not template.embeddings or not self.templates.is_current(template):
                 cached.index.remove(class_id)
             else:
                 cached.index.put(class_id, centroid(template.matrix()), template.tags)

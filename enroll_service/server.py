@@ -25,10 +25,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bws import images, logs
 from bws.bcid import Bcid, valid_partition
 from bws.faces import (
+    ENCODERS,
+    Encoder,
     FaceAnalysis,
     FaceDetector,
     FaceEmbedder,
+    align_face,
     aligned_from_bytes,
+    aligned_from_png,
+    aligned_to_png,
     embedding_from_bytes,
     embedding_to_bytes,
 )
@@ -51,11 +56,12 @@ class EnrollEngine:
     embedder: FaceEmbedder
 
     @classmethod
-    def load(cls) -> EnrollEngine:
-        return cls(FaceDetector(), FaceEmbedder())
+    def load(cls, encoder: Encoder) -> EnrollEngine:
+        return cls(FaceDetector(), FaceEmbedder(encoder))
 
 
 NO_USABLE_FACE = common_pb2.JobError(error_code="NotEnoughSamples", message="No sample holds a usable face.")
+Embedded = tuple[np.ndarray, np.ndarray | None]  # a sample's embedding, and its aligned face when at hand
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -64,7 +70,7 @@ def _timestamp(seconds: float) -> Timestamp:
     return stamp
 
 
-def template_status(class_id: str, template: Template | None) -> enrollment_pb2.TemplateStatus:
+def template_status(class_id: str, template: Template | None, thumbnails: int = 0) -> enrollment_pb2.TemplateStatus:
     if template is None:
         return enrollment_pb2.TemplateStatus(class_id=class_id, available=False)
     return enrollment_pb2.TemplateStatus(
@@ -76,6 +82,7 @@ def template_status(class_id: str, template: Template | None) -> enrollment_pb2.
         encoder_name=template.encoder_name,
         encoder_version=template.encoder_version,
         tags=template.tags,
+        thumbnails_stored=thumbnails,
     )
 
 
@@ -83,11 +90,12 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     def __init__(self, settings: EnrollSettings, store: ObjectStore, pool: EnginePool[EnrollEngine]) -> None:
         self.settings = settings
         self.store = store
-        self.templates = TemplateStore(store, settings.template_key)
+        self.encoder = ENCODERS[settings.encoder_version]
+        self.templates = TemplateStore(store, settings.template_key, self.encoder)
         self.indexes = IndexCache(store, self.templates)
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
-        self.recent: RecentSamples[np.ndarray] = RecentSamples()  # embeddings prepared in the last minutes
+        self.recent: RecentSamples[Embedded] = RecentSamples()  # embeddings prepared in the last minutes
         self.shared = SharedAnalyses(store, settings.storage.share_analyses)
 
     async def _class_id(self, class_id: str, context: grpc.aio.ServicerContext) -> str:
@@ -123,13 +131,14 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             if blob is None:
                 return None
             crop = FaceAnalysis.from_bytes(blob).aligned
-        [embedding] = await self.pool.run(self._embed_all, [crop], [])
-        self.recent.put(key, embedding)
-        self.shared.offer(embedding_key(key), lambda: embedding_to_bytes(embedding), "a sample's embedding")
+        [(embedding, _)] = await self.pool.run(self._embed_all, [crop], [])
+        self.recent.put(key, (embedding, crop))
+        self.shared.offer(embedding_key(key), lambda: embedding_to_bytes(embedding, self.encoder),
+                          "a sample's embedding")
         log.info("prepared the embedding of a sample")
         return embedding
 
-    async def _prepared(self, key: str) -> np.ndarray | None:
+    async def _prepared(self, key: str) -> Embedded | None:
         """The embedding a PrepareSample made (or is making) for the sample, if any."""
         task = self._preparing.get(key)
         if task is not None:
@@ -137,60 +146,92 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 await asyncio.shield(task)
             except Exception:  # it failed (busy, storage): the caller embeds the sample itself
                 return None
-        embedding = self.recent.get(key, consume=True)
-        if embedding is None:
+        found = self.recent.get(key, consume=True)
+        if found is None:
             blob = await self.shared.fetch(embedding_key(key))
-            embedding = None if blob is None else embedding_from_bytes(blob)
-        return embedding
+            embedding = None if blob is None else embedding_from_bytes(blob, self.encoder)
+            found = None if embedding is None else (embedding, None)
+        return found
 
-    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[np.ndarray]:
-        """One embedding per sample that holds a usable face (see the module docstring).
+    async def _embeddings(self, samples: list[common_pb2.SampleRef]) -> list[Embedded]:
+        """One embedding per sample that holds a usable face (see the module docstring), with
+        the aligned face it was computed from where that is at hand.
 
         What is kept in memory for the samples goes: a call is their last use (Verify with
         autoenroll adds the embeddings it has to the template itself).
         """
         prepared = await asyncio.gather(*(self._prepared(s.key) for s in samples))
-        embeddings = [e for e in prepared if e is not None]
+        embedded = [e for e in prepared if e is not None]
         unprepared = [s for s, e in zip(samples, prepared, strict=True) if e is None]
         if not unprepared:
-            return embeddings
+            return embedded
         analyses = await asyncio.gather(*(self.shared.fetch(analysis_key(s.key)) for s in unprepared))
         missing = [s for s, a in zip(unprepared, analyses, strict=True) if a is None]
         blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, s.key) for s in missing))
         crops = [FaceAnalysis.from_bytes(a).aligned for a in analyses if a is not None]
-        return embeddings + await self.pool.run(self._embed_all, crops, blobs)
+        return embedded + await self.pool.run(self._embed_all, crops, blobs)
 
     async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
-        embeddings = await self._embeddings(samples)
-        if not embeddings:
+        embedded, existing = await asyncio.gather(self._embeddings(samples),
+                                                  asyncio.to_thread(self.templates.get, class_id))
+        upgrade = await self._upgrade_of(class_id, existing)
+        if not embedded and not upgrade:
             log.info("enroll: no usable face in %d sample(s)", len(samples))
+            thumbnails = len(await asyncio.to_thread(self.templates.thumbnails, class_id)) if existing else 0
             return enrollment_pb2.EnrollReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED,
-                performed_action=enrollment_pb2.ENROLLMENT_ACTION_ENROLLMENT_FAILED,
-                errors=[NO_USABLE_FACE],
-                template_status=template_status(class_id, await asyncio.to_thread(self.templates.get, class_id)),
+                performed_action=(enrollment_pb2.ENROLLMENT_ACTION_ENROLLMENT_FAILED if samples
+                                  else enrollment_pb2.ENROLLMENT_ACTION_NONE),
+                errors=[NO_USABLE_FACE] if samples else [],
+                template_status=template_status(class_id, existing, thumbnails),
             )
-        template, created = await self._add_to_template(class_id, embeddings)
-        log.info("enroll: %d of %d sample(s) added, template %s", len(embeddings), len(samples),
-                 "created" if created else "updated")
+        template, before = await self._add_to_template(class_id, embedded, upgrade)
+        thumbnails = await self._keep_thumbnails(class_id, embedded)
+        if before is None:
+            action = enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED
+        elif not self.templates.is_current(before) and upgrade:
+            action = enrollment_pb2.ENROLLMENT_ACTION_TEMPLATE_UPGRADED
+        elif not self.templates.is_current(before):  # nothing to upgrade from: made anew
+            action = enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED
+        else:
+            action = enrollment_pb2.ENROLLMENT_ACTION_TEMPLATE_UPDATED
+        log.info("enroll: %d of %d sample(s) added, %s", len(embedded), len(samples),
+                 enrollment_pb2.EnrollmentAction.Name(action))
         return enrollment_pb2.EnrollReply(
-            status=common_pb2.JOB_STATUS_SUCCEEDED,
-            performed_action=(enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED if created
-                              else enrollment_pb2.ENROLLMENT_ACTION_TEMPLATE_UPDATED),
-            enrolled_images=len(embeddings),
-            template_status=template_status(class_id, template),
+            status=common_pb2.JOB_STATUS_SUCCEEDED, performed_action=action, enrolled_images=len(embedded),
+            template_status=template_status(class_id, template, thumbnails),
         )
 
-    async def _add_to_template(self, class_id: str, embeddings: list[np.ndarray]) -> tuple[Template, bool]:
-        """Add embeddings to the class's template (created when new); True when it was created."""
-        template, created = await asyncio.to_thread(
-            self.templates.add, class_id, embeddings, self.settings.max_template_images
+    async def _upgrade_of(self, class_id: str, existing: Template | None) -> list[np.ndarray]:
+        """A template of another encoder, embedded again from its thumbnails (none: nothing to do)."""
+        if existing is None or self.templates.is_current(existing):
+            return []
+        stored = await asyncio.to_thread(self.templates.thumbnails, class_id)
+        crops = [crop for crop in (aligned_from_png(t.png) for t in stored) if crop is not None]
+        return [embedding for embedding, _ in await self.pool.run(self._embed_all, crops, [])] if crops else []
+
+    async def _keep_thumbnails(self, class_id: str, embedded: list[Embedded]) -> int:
+        """Store the aligned faces of the enrolled samples with the template; how many it has."""
+        crops = [crop for _, crop in embedded if crop is not None]
+        if not self.settings.store_thumbnails:
+            return 0
+        if not crops:
+            return len(await asyncio.to_thread(self.templates.thumbnails, class_id))
+        return await asyncio.to_thread(self.templates.add_thumbnails, class_id, [aligned_to_png(c) for c in crops],
+                                       self.settings.max_template_images)
+
+    async def _add_to_template(self, class_id: str, embedded: list[Embedded], upgraded: list[np.ndarray] | None = None
+                               ) -> tuple[Template, Template | None]:
+        """Add embeddings to the class's template (created when new); returns it and the
+        template as it was before (None when there was none)."""
+        template, before = await asyncio.to_thread(
+            self.templates.add, class_id, [e for e, _ in embedded], self.settings.max_template_images, upgraded
         )
         await asyncio.to_thread(self.indexes.record_change, class_id)
-        return template, created
+        return template, before
 
-    def _embed_all(self, engine: EnrollEngine, crops: list[np.ndarray], blobs: list[bytes | None]) -> list[np.ndarray]:
-        embeddings = [engine.embedder.embed_aligned(crop) for crop in crops]
+    def _embed_all(self, engine: EnrollEngine, crops: list[np.ndarray], blobs: list[bytes | None]) -> list[Embedded]:
+        embedded: list[Embedded] = [(engine.embedder.embed_aligned(crop), crop) for crop in crops]
         for data in blobs:
             if data is None:
                 continue
@@ -200,15 +241,22 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 continue
             faces = engine.detector.detect(image, min_face_size=self.settings.min_face_size_px)
             if faces:
-                embeddings.append(engine.embedder.embed(image, faces[0]))
-        return embeddings
+                crop = align_face(image, faces[0])
+                embedded.append((engine.embedder.embed_aligned(crop), crop))
+        return embedded
 
     async def GetTemplateStatus(self, request: enrollment_pb2.GetTemplateStatusRequest,
                                 context: grpc.aio.ServicerContext) -> enrollment_pb2.GetTemplateStatusReply:
         with rpc_context(context):
             class_id = await self._class_id(request.class_id, context)
-            template = await guarded(context, asyncio.to_thread(self.templates.get, class_id))
-            return enrollment_pb2.GetTemplateStatusReply(template_status=template_status(class_id, template))
+            template, thumbnails = await guarded(context, asyncio.gather(
+                asyncio.to_thread(self.templates.get, class_id),
+                asyncio.to_thread(self.templates.thumbnails, class_id)))
+            status = template_status(class_id, template, len(thumbnails))
+            if template is not None and request.with_thumbnails:
+                status.thumbnails.extend(enrollment_pb2.Thumbnail(enrolled=_timestamp(t.enrolled), png=t.png)
+                                         for t in thumbnails)
+            return enrollment_pb2.GetTemplateStatusReply(template_status=status)
 
     async def DeleteTemplate(self, request: enrollment_pb2.DeleteTemplateRequest,
                              context: grpc.aio.ServicerContext) -> enrollment_pb2.DeleteTemplateReply:
@@ -238,14 +286,18 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def _verify(self, class_id: str, samples: list[common_pb2.SampleRef],
                       autoenroll: bool) -> enrollment_pb2.VerifyReply:
         threshold = self.settings.match_threshold
-        template, embeddings = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
-                                                    self._embeddings(samples))
-        if template is None or not template.current_encoder:
+        template, embedded = await asyncio.gather(asyncio.to_thread(self.templates.get, class_id),
+                                                  self._embeddings(samples))
+        embeddings = [e for e, _ in embedded]
+        if template is None:
             return enrollment_pb2.VerifyReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                 errors=[common_pb2.JobError(error_code="NoTemplateAvailable",
-                                            message=f"No template of the current encoder exists for {class_id}.")],
+                                            message=f"No template exists for {class_id}.")],
             )
+        if not self.templates.is_current(template):  # its vectors and ours cannot be compared
+            return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
+                                              errors=[_outdated(template)])
         if not embeddings:
             return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                                               errors=[NO_USABLE_FACE])
@@ -254,7 +306,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         # Never the class id or the score: biometric outcomes per person stay out of routine logs.
         log.info("verify: %d sample(s) compared, %s", len(embeddings), "recognized" if verified else "not recognized")
         if verified and autoenroll:  # the embeddings at hand, not computed again in a second call
-            await self._add_to_template(class_id, embeddings)
+            await self._add_to_template(class_id, embedded)
+            await self._keep_thumbnails(class_id, embedded)
         return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=verified,
                                           score=similarity, threshold=threshold, enrolled=verified and autoenroll)
 
@@ -268,19 +321,28 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     async def _search(self, request: enrollment_pb2.SearchRequest) -> enrollment_pb2.SearchReply:
         threshold = self.settings.match_threshold
-        embeddings = await self._embeddings(list(request.samples))
+        embeddings = [e for e, _ in await self._embeddings(list(request.samples))]
         if not embeddings:
             return enrollment_pb2.SearchReply(status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold,
                                               errors=[NO_USABLE_FACE])
-        matches, searched = await asyncio.to_thread(
+        matches, searched, outdated = await asyncio.to_thread(
             self.indexes.search, request.storage, request.partition, centroid(embeddings),
             request.top_k or 10, -1.0 if request.include_non_matches else threshold, list(request.tags),
         )
         log.info("search %s/%d: %d match(es) among %d", request.storage, request.partition, len(matches), searched)
         return enrollment_pb2.SearchReply(
             status=common_pb2.JOB_STATUS_SUCCEEDED, threshold=threshold, searched_templates=searched,
+            outdated_templates=outdated,
             matches=[enrollment_pb2.Match(class_id=c, score=s) for c, s in matches],
         )
+
+
+def _outdated(template: Template) -> common_pb2.JobError:
+    return common_pb2.JobError(
+        error_code="DifferentFeatureVersions",
+        message=f"The template was made by encoder version {template.encoder_version}, which this service no "
+                "longer compares; enrolling the class (with or without images) upgrades it from its thumbnails, "
+                "or makes it anew from the images when it has none.")
 
 
 async def main() -> None:
@@ -288,7 +350,9 @@ async def main() -> None:
     settings = EnrollSettings.from_env()
     log.info("settings: %s", redacted(settings))
     store = ObjectStore(settings.storage)
-    pool: EnginePool[EnrollEngine] = EnginePool(EnrollEngine.load, settings.workers, settings.max_queue)
+    encoder = ENCODERS[settings.encoder_version]
+    pool: EnginePool[EnrollEngine] = EnginePool(lambda: EnrollEngine.load(encoder), settings.workers,
+                                                settings.max_queue)
     servicer = EnrollmentServicer(settings, store, pool)
     await serve(
         "enroll_service",

@@ -4,10 +4,15 @@ A template is JSON (class id, encoder name and version, times, embeddings, tags)
 AES-256-GCM; the class id is the associated data, so a template copied under another class's
 key does not decrypt. Concurrent enrollments of one class never lose an update: each write is
 conditional on the ETag that was read, and a lost race is retried.
+
+Beside it (``thumbnails/{class}``, sealed the same way, read only when asked for) are the
+template's thumbnails: the aligned face crops its embeddings were computed from, as PNG. They
+are what a template is re-computed from when the encoder changes (BWS 3's "upgrade").
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -18,8 +23,8 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bws.faces import ENCODER_NAME, ENCODER_VERSION
-from bws.storage import ObjectStore, PreconditionFailed, class_key
+from bws.faces import DEFAULT_ENCODER, ENCODER_NAME, ENCODER_VERSION, Encoder
+from bws.storage import ObjectStore, PreconditionFailed, class_key, thumbnails_key
 
 _MAGIC = b"BWT1"
 _WRITE_ATTEMPTS = 8
@@ -39,58 +44,88 @@ class Template:
     embeddings: list[list[float]] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # BWS 3 tags, sorted (templates written before have none)
 
-    @property
-    def current_encoder(self) -> bool:
-        return (self.encoder_name, self.encoder_version) == (ENCODER_NAME, ENCODER_VERSION)
+    def made_by(self, encoder: Encoder) -> bool:
+        return (self.encoder_name, self.encoder_version) == (encoder.name, encoder.version)
 
     def matrix(self) -> np.ndarray:
         return np.asarray(self.embeddings, dtype=np.float32).reshape(-1, 128)
 
 
-class TemplateStore:
-    def __init__(self, store: ObjectStore, key: bytes) -> None:
-        self.store = store
+@dataclass
+class Thumbnail:
+    enrolled: float  # when its image was enrolled
+    png: bytes  # the aligned 112×112 face crop
+
+
+class _Sealed:
+    """AES-256-GCM with the class id (and what the object is) as associated data."""
+
+    def __init__(self, key: bytes, purpose: str = "") -> None:
         self._aead = AESGCM(key)
+        self._purpose = purpose
 
-    def _seal(self, template: Template) -> bytes:
+    def seal(self, class_id: str, plain: bytes) -> bytes:
         nonce = os.urandom(12)
-        plain = json.dumps(template.__dict__).encode()
-        return _MAGIC + nonce + self._aead.encrypt(nonce, plain, template.class_id.encode())
+        return _MAGIC + nonce + self._aead.encrypt(nonce, plain, (class_id + self._purpose).encode())
 
-    def _open(self, class_id: str, blob: bytes) -> Template:
+    def open(self, class_id: str, blob: bytes) -> bytes:
         if not blob.startswith(_MAGIC):
             raise TemplateError(f"the template of {class_id} has an unknown format")
-        nonce, sealed = blob[4:16], blob[16:]
         try:
-            plain = self._aead.decrypt(nonce, sealed, class_id.encode())
+            return self._aead.decrypt(blob[4:16], blob[16:], (class_id + self._purpose).encode())
         except InvalidTag:
             raise TemplateError(f"the template of {class_id} does not decrypt with the configured key") from None
-        return Template(**json.loads(plain))
+
+
+class TemplateStore:
+    def __init__(self, store: ObjectStore, key: bytes, encoder: Encoder = DEFAULT_ENCODER) -> None:
+        self.store = store
+        self.encoder = encoder
+        self._sealed = _Sealed(key)
+        self._sealed_thumbnails = _Sealed(key, "#thumbnails")
+
+    def is_current(self, template: Template) -> bool:
+        """Whether the template's embeddings can be compared with this service's."""
+        return template.made_by(self.encoder)
+
+    def new(self, class_id: str, **fields: object) -> Template:
+        return Template(class_id=class_id, encoder_name=self.encoder.name, encoder_version=self.encoder.version,
+                        **fields)  # type: ignore[arg-type]
+
+    def _seal(self, template: Template) -> bytes:
+        return self._sealed.seal(template.class_id, json.dumps(template.__dict__).encode())
+
+    def _open(self, class_id: str, blob: bytes) -> Template:
+        return Template(**json.loads(self._sealed.open(class_id, blob)))
 
     def get(self, class_id: str) -> Template | None:
         found = self.store.get_with_etag(class_key(class_id))
         return None if found is None else self._open(class_id, found[0])
 
-    def add(self, class_id: str, embeddings: list[np.ndarray], max_images: int) -> tuple[Template, bool]:
-        """Add embeddings to the class's template (creating it); returns it and whether it is new.
+    def add(self, class_id: str, embeddings: list[np.ndarray], max_images: int,
+            upgraded: list[np.ndarray] | None = None) -> tuple[Template, Template | None]:
+        """Add embeddings to the class's template (creating it); returns it and the template as
+        it was before (None: it is new).
 
         Only the newest ``max_images`` embeddings are kept. A template made by another encoder
-        is replaced (keeping its tags), since its embeddings cannot be compared with the new ones.
+        is replaced (keeping its tags and creation time), since its embeddings cannot be
+        compared with the new ones: by ``upgraded`` (its thumbnails, embedded again) and the
+        new embeddings.
         """
         def change(found: Template | None) -> Template:
             if found is None:
-                template = Template(class_id=class_id)
-            elif not found.current_encoder:
-                template = Template(class_id=class_id, created=found.created, tags=found.tags)
+                template = self.new(class_id)
+            elif not self.is_current(found):
+                template = self.new(class_id, created=found.created, tags=found.tags)
+                template.embeddings = [_stored(e) for e in upgraded or []]
             else:
                 template = found
-            added = [e.astype(float).round(6).tolist() for e in embeddings]
-            template.embeddings = (template.embeddings + added)[-max_images:]
+            template.embeddings = (template.embeddings + [_stored(e) for e in embeddings])[-max_images:]
             return template
 
         template, before = self._update(class_id, change)
         assert template is not None
-        return template, before is None
+        return template, before
 
     def set_tags(self, class_id: str, tags: list[str]) -> Template | None:
         """Replace the tags of the class's template; None (and nothing written) when it has none."""
@@ -124,7 +159,38 @@ class TemplateStore:
         raise TemplateError(f"the template of {class_id} is changing too often to update")
 
     def delete(self, class_id: str) -> bool:
-        if not self.store.exists(class_key(class_id)):
-            return False
-        self.store.delete([class_key(class_id)])
-        return True
+        """Remove the class's template and its thumbnails; False when it had no template."""
+        existed = self.store.exists(class_key(class_id))
+        self.store.delete([class_key(class_id), thumbnails_key(class_id)])
+        return existed
+
+    # -- thumbnails --------------------------------------------------------------------------
+
+    def thumbnails(self, class_id: str) -> list[Thumbnail]:
+        found = self.store.get_with_etag(thumbnails_key(class_id))
+        return [] if found is None else self._open_thumbnails(class_id, found[0])
+
+    def add_thumbnails(self, class_id: str, pngs: list[bytes], max_images: int) -> int:
+        """Keep the newest ``max_images`` thumbnails with the added ones; returns how many are stored."""
+        now = time.time()
+        for _ in range(_WRITE_ATTEMPTS):
+            found = self.store.get_with_etag(thumbnails_key(class_id))
+            kept = [] if found is None else self._open_thumbnails(class_id, found[0])
+            kept = (kept + [Thumbnail(now, png) for png in pngs])[-max_images:]
+            plain = json.dumps([{"enrolled": t.enrolled, "png": base64.b64encode(t.png).decode()} for t in kept])
+            sealed = self._sealed_thumbnails.seal(class_id, plain.encode())
+            try:
+                self.store.put_conditional(thumbnails_key(class_id), sealed,
+                                           if_match=None if found is None else found[1])
+            except PreconditionFailed:
+                continue
+            return len(kept)
+        raise TemplateError(f"the thumbnails of {class_id} are changing too often to update")
+
+    def _open_thumbnails(self, class_id: str, blob: bytes) -> list[Thumbnail]:
+        items = json.loads(self._sealed_thumbnails.open(class_id, blob))
+        return [Thumbnail(float(i["enrolled"]), base64.b64decode(i["png"])) for i in items]
+
+
+def _stored(embedding: np.ndarray) -> list[float]:
+    return np.asarray(embedding, dtype=float).round(6).tolist()

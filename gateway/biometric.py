@@ -262,8 +262,9 @@ async def _verify(backends: Backends, claims: tokens.Token, samples: list[Stored
         enrollment_pb2.VerifyRequest(class_id=str(claims.bcid), samples=sample_refs(samples),
                                      autoenroll=claims.autoenroll),
     )
-    if reply.errors:
-        raise Outcome(reply.errors[0].error_code)
+    if reply.errors:  # a template of an older encoder cannot be compared: classic BWS has no other word
+        code = reply.errors[0].error_code
+        raise Outcome("NoTemplateAvailable" if code == "DifferentFeatureVersions" else code)
     return {"Success": reply.verified}  # not recognized: BWS sends no Error
 
 

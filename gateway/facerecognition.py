@@ -38,6 +38,8 @@ ACTIONS = {
     enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED: fr.FaceEnrollmentResponse.NEW_TEMPLATE_CREATED,
     enrollment_pb2.ENROLLMENT_ACTION_TEMPLATE_UPDATED: fr.FaceEnrollmentResponse.TEMPLATE_UPDATED,
     enrollment_pb2.ENROLLMENT_ACTION_ENROLLMENT_FAILED: fr.FaceEnrollmentResponse.ENROLLMENT_FAILED,
+    enrollment_pb2.ENROLLMENT_ACTION_TEMPLATE_UPGRADED: fr.FaceEnrollmentResponse.TEMPLATE_UPGRADED,
+    enrollment_pb2.ENROLLMENT_ACTION_NONE: fr.FaceEnrollmentResponse.NONE,
 }
 TOP_MATCHES = 10  # BWS 3 returns the ten best with top_matches
 MAX_TAGS, MAX_TAG_LENGTH = 64, 256
@@ -104,6 +106,8 @@ def template_status(class_id: int, status: enrollment_pb2.TemplateStatus) -> fr.
     return fr.FaceTemplateStatus(
         classId=class_id, available=True, enrolled=status.enrolled, tags=list(status.tags),
         encoder_version=status.encoder_version, feature_vectors=status.enrolled_images,
+        thumbnails_stored=status.thumbnails_stored,
+        thumbnails=[fr.FaceTemplateStatus.Thumbnail(enrolled=t.enrolled, image=t.png) for t in status.thumbnails],
     )
 
 
@@ -118,16 +122,13 @@ async def enroll(backends: Backends, client: App, request: fr.FaceEnrollmentRequ
         properties = [image_properties(i) for i in images]
         errors = image_errors(images)
         refs = _usable_refs(images)
-        if not refs:
+        if data and not refs:  # images, none usable: nothing is done (no upgrade either)
             status = await backends.call(backends.enrollment.GetTemplateStatus,
                                          enrollment_pb2.GetTemplateStatusRequest(class_id=class_bcid))
-            action = fr.FaceEnrollmentResponse.ENROLLMENT_FAILED if data else fr.FaceEnrollmentResponse.NONE
-            if data and not errors:
-                errors = [messages.JobError(error_code="NoSuitableFaceImage",
-                                            message="No image holds a usable face.")]
             return fr.FaceEnrollmentResponse(status=messages.SUCCEEDED, errors=errors, image_properties=properties,
-                                             performed_action=action,
+                                             performed_action=fr.FaceEnrollmentResponse.ENROLLMENT_FAILED,
                                              template_status=template_status(request.classId, status.template_status))
+        # No images: the service upgrades a template of an older encoder, or does nothing.
         reply = await backends.call(backends.enrollment.Enroll,
                                     enrollment_pb2.EnrollRequest(class_id=class_bcid, samples=refs))
     errors += [messages.JobError(error_code=e.error_code, message=e.message) for e in reply.errors]
@@ -152,8 +153,7 @@ async def verify(backends: Backends, client: App, request: fr.FaceVerificationRe
                                                image_properties=properties)
         reply = await backends.call(backends.enrollment.Verify,
                                     enrollment_pb2.VerifyRequest(class_id=class_bcid, samples=_usable_refs(images)))
-    codes = [e.error_code for e in reply.errors]
-    if "NoTemplateAvailable" in codes:
+    if "NoTemplateAvailable" in [e.error_code for e in reply.errors]:
         raise Bws3Error(grpc.StatusCode.NOT_FOUND, f"No template is stored for class ID {request.classId}.")
     log.info("bws3 verify: %s", "recognized" if reply.verified else "not recognized")
     return fr.FaceVerificationResponse(
@@ -168,20 +168,27 @@ async def search(backends: Backends, client: App, request: fr.FaceSearchRequest)
     tags = _tags(request.tags)
     async with inline_samples(backends, data, prepare=True) as images:
 
-        async def one(image: InlineImage) -> fr.FaceSearchResponse.SearchResult:
+        async def one(image: InlineImage) -> tuple[fr.FaceSearchResponse.SearchResult, int]:
             if not image.usable or image.ref is None:
-                return fr.FaceSearchResponse.SearchResult()
+                return fr.FaceSearchResponse.SearchResult(), 0
             reply = await backends.call(backends.enrollment.Search, enrollment_pb2.SearchRequest(
                 storage=client.storage, partition=client.bws3_partition, samples=[image.ref], top_k=TOP_MATCHES,
                 tags=tags, include_non_matches=request.top_matches))
             return fr.FaceSearchResponse.SearchResult(matches=[
                 fr.FaceSearchResponse.TemplateMatchResult(classId=int(m.class_id.rsplit("/", 1)[1]),
                                                           score=bws3_score(m.score))
-                for m in reply.matches])
+                for m in reply.matches]), reply.outdated_templates
 
-        results = await asyncio.gather(*(one(image) for image in images))
+        searched = await asyncio.gather(*(one(image) for image in images))
         properties = [image_properties(i) for i in images]
         errors = image_errors(images)
+    results = [result for result, _ in searched]
+    outdated = max((count for _, count in searched), default=0)
+    if outdated:
+        errors.append(messages.JobError(
+            error_code="DifferentFeatureVersions",
+            message=f"{outdated} template(s) made by an older encoder were not searched; enrolling a class "
+                    "(with or without images) upgrades its template."))
     log.info("bws3 search: %d image(s), %d with matches", len(data), sum(1 for r in results if r.matches))
     return fr.FaceSearchResponse(status=messages.SUCCEEDED, errors=errors, image_properties=properties,
                                  result=results)
@@ -200,8 +207,8 @@ async def set_template_tags(backends: Backends, client: App, request: fr.SetTemp
 async def get_template_status(backends: Backends, client: App, request: fr.FaceTemplateStatusRequest
                               ) -> fr.FaceTemplateStatus:
     class_bcid = bcid(client, request.classId)
-    reply = await backends.call(backends.enrollment.GetTemplateStatus,
-                                enrollment_pb2.GetTemplateStatusRequest(class_id=class_bcid))
+    reply = await backends.call(backends.enrollment.GetTemplateStatus, enrollment_pb2.GetTemplateStatusRequest(
+        class_id=class_bcid, with_thumbnails=request.download_thumbnails))
     return template_status(request.classId, reply.template_status)
 
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from bws.faces import ENCODERS
 from enroll_service import matching
 from enroll_service.matching import IndexCache, PartitionIndex, centroid
 from enroll_service.templates import TemplateStore
@@ -85,9 +86,24 @@ def test_index_follows_changes_made_by_other_replicas() -> None:
 
     theirs_templates.delete("bws/1/1")
     theirs.record_change("bws/1/1")
-    matches, searched = ours.search("bws", 1, embedding(1), 5, 0.9)
-    assert matches == [] and searched == 1
-    assert ours.search("bws", 2, embedding(1), 5, 0.0) == ([], 0)  # partitions are separate
+    matches, searched, outdated = ours.search("bws", 1, embedding(1), 5, 0.9)
+    assert matches == [] and searched == 1 and outdated == 0
+    assert ours.search("bws", 2, embedding(1), 5, 0.0) == ([], 0, 0)  # partitions are separate
+
+
+def test_templates_of_another_encoder_are_counted_not_searched() -> None:
+    memory = LoggedMemoryStore()
+    key = os.urandom(32)
+    TemplateStore(memory, key, ENCODERS[1]).add("bws/1/1", [embedding(1)], 5)  # type: ignore[arg-type]
+    templates = TemplateStore(memory, key, ENCODERS[2])  # type: ignore[arg-type]
+    templates.add("bws/1/2", [embedding(2)], 5)
+    index = IndexCache(memory, templates)  # type: ignore[arg-type]
+    matches, searched, outdated = index.search("bws", 1, embedding(1), 5, -1.0)
+    assert [c for c, _ in matches] == ["bws/1/2"] and searched == 1 and outdated == 1
+    templates.add("bws/1/1", [embedding(1)], 5, upgraded=[])  # upgraded (made anew)
+    index.record_change("bws/1/1")
+    matches, searched, outdated = index.search("bws", 1, embedding(1), 5, 0.9)
+    assert [c for c, _ in matches] == ["bws/1/1"] and searched == 2 and outdated == 0
 
 
 def test_building_an_index_reads_none_of_the_old_change_log() -> None:

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from bws.faces import ENCODER_NAME, embedding_from_bytes, embedding_to_bytes
+from bws.faces import ENCODER_NAME, ENCODERS, embedding_from_bytes, embedding_to_bytes
 from bws.storage import PreconditionFailed
 from enroll_service.templates import TemplateError, TemplateStore
 
@@ -57,9 +57,9 @@ def memory() -> MemoryStore:
 
 def test_first_enrollment_creates_then_updates(memory: MemoryStore) -> None:
     templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
-    _, created = templates.add("bws/1/1", [embedding(1)], max_images=5)
-    template, created_again = templates.add("bws/1/1", [embedding(2), embedding(3)], max_images=5)
-    assert created and not created_again
+    _, before = templates.add("bws/1/1", [embedding(1)], max_images=5)
+    template, before_again = templates.add("bws/1/1", [embedding(2), embedding(3)], max_images=5)
+    assert before is None and before_again is not None
     assert template.matrix().shape == (3, 128)
     assert template.encoder_name.startswith("sface")
 
@@ -100,6 +100,41 @@ def test_delete_reports_whether_there_was_a_template(memory: MemoryStore) -> Non
     assert templates.delete("bws/1/1") is True
     assert templates.delete("bws/1/1") is False
     assert templates.get("bws/1/1") is None
+
+
+def test_tags_are_replaced_and_kept_by_enrollments(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    assert templates.set_tags("bws/1/1", ["a"]) is None and "templates/bws/1/1" not in memory.objects
+    templates.add("bws/1/1", [embedding(1)], max_images=5)
+    assert templates.set_tags("bws/1/1", ["b", "a", "b"]).tags == ["a", "b"]
+    assert templates.add("bws/1/1", [embedding(2)], max_images=5)[0].tags == ["a", "b"]
+
+
+def test_thumbnails_are_sealed_bound_capped_and_deleted_with_the_template(memory: MemoryStore) -> None:
+    templates = TemplateStore(memory, os.urandom(32))  # type: ignore[arg-type]
+    templates.add("bws/1/1", [embedding(1)], max_images=5)
+    assert templates.add_thumbnails("bws/1/1", [b"\x89PNG one", b"\x89PNG two"], max_images=3) == 2
+    assert templates.add_thumbnails("bws/1/1", [b"\x89PNG three", b"\x89PNG four"], max_images=3) == 3
+    assert [t.png for t in templates.thumbnails("bws/1/1")] == [b"\x89PNG two", b"\x89PNG three", b"\x89PNG four"]
+    blob = memory.objects["thumbnails/bws/1/1"]
+    assert b"PNG" not in blob and b"bws/1/1" not in blob
+    memory.objects["templates/bws/1/2"] = blob  # a thumbnails object is not a template
+    with pytest.raises(TemplateError):
+        templates.get("bws/1/2")
+    assert templates.delete("bws/1/1") is True
+    assert templates.thumbnails("bws/1/1") == [] and "thumbnails/bws/1/1" not in memory.objects
+
+
+def test_a_template_of_another_encoder_is_replaced_by_its_upgrade(memory: MemoryStore) -> None:
+    old = TemplateStore(memory, key := os.urandom(32), ENCODERS[1])  # type: ignore[arg-type]
+    first, _ = old.add("bws/1/1", [embedding(1), embedding(2)], max_images=5)
+    old.set_tags("bws/1/1", ["x"])
+    new = TemplateStore(memory, key, ENCODERS[2])  # type: ignore[arg-type]
+    assert not new.is_current(new.get("bws/1/1"))
+    upgraded, before = new.add("bws/1/1", [embedding(3)], max_images=5, upgraded=[embedding(4), embedding(5)])
+    assert before is not None and not new.is_current(before) and new.is_current(upgraded)
+    assert upgraded.encoder_version == 2 and upgraded.tags == ["x"] and upgraded.created == first.created
+    assert np.allclose(upgraded.matrix(), [embedding(4), embedding(5), embedding(3)], atol=1e-5)
 
 
 def test_a_stored_embedding_is_used_only_by_the_encoder_that_made_it() -> None:
