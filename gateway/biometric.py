@@ -174,6 +174,9 @@ async def _record(backends: Backends, claims: tokens.Token, record: Result, acti
 # -- images sent inside a call ----------------------------------------------------------
 
 
+INLINE_RETRY_SECONDS = 600  # how long a failed call's images are deleted again (then: the expiry rule)
+
+
 @dataclass(frozen=True)
 class InlineImage:
     """One image sent inside a call, as stored and inspected for the call's duration."""
@@ -217,18 +220,16 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
             await prepare_sample(backends, ref, inspection.aligned_face)
         return InlineImage(ref, inspection)
 
+    failed = True
     try:
         yield list(await asyncio.gather(*(store_and_inspect(i, blob) for i, blob in enumerate(data))))
+        failed = False
     finally:
-        if stored:
-            backends.background.spawn(_release_keys(backends, stored))
-
-
-async def _release_keys(backends: Backends, keys: list[str]) -> None:
-    try:
-        await backends.storage(backends.store.delete, [k for key in keys for k in backends.store.sample_objects(key)])
-    except Exception:
-        log.warning("could not delete a call's images; the expiry rule will remove them")
+        # After a failure a write may still land (a stalled store carries out what sat in its
+        # socket): then the images are deleted again and again for a while (UnwantedSamples).
+        for key in stored:
+            backends.background.spawn(backends.unwanted_samples.delete(
+                job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
 
 
 async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:

@@ -16,6 +16,7 @@ are proto3 JSON, read and written by protobuf's ``json_format``.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hmac
 import json
@@ -233,11 +234,11 @@ async def grpc_server_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def rest_error(error: Bws3Error, headers: dict[str, str]) -> web.Response:
-    status = GRPC_TO_HTTP.get(error.code, (500, ""))[0]
-    if error.code == grpc.StatusCode.INTERNAL:
-        status = 500
+    status = error.http_status or GRPC_TO_HTTP.get(error.code, (500, ""))[0]
     if status == 401:
         headers = {**headers, "WWW-Authenticate": 'Bearer realm="BWS"'}
+    if status == 408:  # the rest of a stalled body is never read: the connection goes
+        headers = {**headers, "Connection": "close"}
     return web.json_response({"code": error.code.value[0], "message": error.message}, status=status, headers=headers)
 
 
@@ -261,12 +262,19 @@ def _class_id(request: web.Request) -> int:
 
 
 async def _json_body(request: web.Request) -> Any:
+    """The JSON body: at most ``BWS_MAX_REQUEST_BYTES`` (413), in full within
+    ``BWS_BODY_TIMEOUT_SECONDS`` (408, and the connection is closed)."""
     settings = request.config_dict[SETTINGS]
     try:
-        body = await request.clone(client_max_size=settings.max_request_bytes).read()
+        body = await asyncio.wait_for(request.clone(client_max_size=settings.max_request_bytes).read(),
+                                      settings.body_timeout_seconds)
     except web.HTTPRequestEntityTooLarge:
         raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"The request is too large (limit {settings.max_request_bytes} bytes).") from None
+                        f"The request is too large (limit {settings.max_request_bytes} bytes).", 413) from None
+    except TimeoutError:
+        raise Bws3Error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"The request body did not arrive within {settings.body_timeout_seconds:g} seconds.",
+                        408) from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

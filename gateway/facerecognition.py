@@ -48,10 +48,11 @@ MAX_TAGS, MAX_TAG_LENGTH = 64, 256
 class Bws3Error(Exception):
     """A BWS 3 call fails with a gRPC status (REST: the mapped HTTP status)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http_status = http_status  # REST: instead of the code's usual status (e.g. 413, 408)
 
 
 def bcid(client: App, class_id: int) -> str:

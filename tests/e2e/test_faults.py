@@ -134,3 +134,40 @@ def test_a_stalled_store_gives_clear_errors_within_seconds_and_recovers(
     while kept_for_token(store, claims_of(token)["jti"]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert kept_for_token(store, claims_of(token)["jti"]) == []
+
+
+def test_bws3_calls_give_unavailable_when_a_service_or_the_store_fails_and_keep_no_image(
+        own_stack: Stack, store: ObjectStore) -> None:
+    import grpc
+
+    from bws.bws3 import bwsmessages_pb2, facerecognition_pb2
+    from tests.support.bws3 import Bws3Client
+
+    bws3 = Bws3Client(own_stack.url, f"127.0.0.1:{own_stack.grpc_port}", own_stack.app_id, own_stack.client_key)
+    face = images.encode(images.astronaut())
+    own_stack.stop_process("enroll_service")
+    try:
+        reply = bws3.enroll(6301, face)
+        assert reply.status == 503 and reply.json["code"] == grpc.StatusCode.UNAVAILABLE.value[0], reply.body
+        with pytest.raises(grpc.RpcError) as failed:
+            bws3.grpc("Enroll", facerecognition_pb2.FaceEnrollmentRequest(
+                classId=6301, images=[bwsmessages_pb2.ImageData(image=face)]))
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        own_stack.restart("enroll_service")
+    own_stack.send_signal("seaweedfs", signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        reply = bws3.enroll(6302, face)
+        assert reply.status == 503 and "storage" in reply.json["message"].lower()
+        assert time.monotonic() - began < 15
+    finally:
+        own_stack.send_signal("seaweedfs", signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while bws3.status(6301).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert bws3.enroll(6301, face).json["performedAction"] == "NEW_TEMPLATE_CREATED"
+    deadline = time.monotonic() + 15  # the images of every call go, failed ones too
+    while [k for k in store.list_keys("uploads/") if "/call-" in k] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [k for k in store.list_keys("uploads/") if "/call-" in k] == []
