@@ -159,9 +159,10 @@ def _bws3_client(app_id: str, raw: object, storage: str, partitions: tuple[int, 
         if len(key) < MIN_CLIENT_KEY_BYTES:
             raise SettingsError(f"BWS_APPS: a bws3 key of app {app_id!r} is shorter than 256 bits")
         keys.append(key)
-    partition = raw.get("partition", 0)
+    partition = raw.get("partition")
     if not isinstance(partition, int) or partition < 0 or (partitions is not None and partition not in partitions):
-        raise SettingsError(f"BWS_APPS: the bws3 partition of app {app_id!r} must be one of its partitions")
+        raise SettingsError(f"BWS_APPS: the bws3 partition of app {app_id!r} is required and must be one of its "
+                            "partitions")
     return tuple(keys), partition
 
 
@@ -193,6 +194,8 @@ def parse_apps(raw: str) -> tuple[App, ...]:
                     bws3_partition=bws3_partition,
                 )
             )
+    except SettingsError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise SettingsError(f"BWS_APPS is not a valid app list: {error}") from None
     for app in apps:

@@ -11,7 +11,8 @@ nothing is done.
 Every reply carries ``jobid``, ``bws-version`` and ``date`` and echoes ``Reference-Number``
 (gRPC: initial metadata; the trailer ``response-time-ms`` too). Errors: a gRPC status, over
 REST the mapped HTTP status with ``{"code": <gRPC code number>, "message": ...}``. REST bodies
-are proto3 JSON, read and written by protobuf's ``json_format``.
+are proto3 JSON, read and written by protobuf's ``json_format`` (64-bit integers as numbers,
+as BioID's clients read them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import grpc
 import jwt
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -317,6 +319,32 @@ async def _delete_request(request: web.Request) -> Message:
     return fr.DeleteTemplateRequest(classId=_class_id(request))
 
 
+_INT64 = frozenset({FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
+                    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64})
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """The message as proto3 JSON (``json_format``, every field written), except that 64-bit
+    integers are JSON numbers: BioID's own REST client reads ``classId`` as a number and fails
+    on the string proto3 JSON would write. (Requests may send either.)"""
+    as_dict = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    _int64_to_numbers(as_dict, message.DESCRIPTOR)
+    return as_dict
+
+
+def _int64_to_numbers(value: dict[str, Any], descriptor: Any) -> None:
+    for field in descriptor.fields:
+        if field.json_name not in value:
+            continue
+        items = value[field.json_name] if field.is_repeated else [value[field.json_name]]
+        if field.type in _INT64:
+            converted = [int(item) for item in items]
+            value[field.json_name] = converted if field.is_repeated else converted[0]
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.full_name.startswith("google."):
+            for item in items:
+                _int64_to_numbers(item, field.message_type)
+
+
 def rest_handler(build: Callable[[web.Request], Awaitable[Message]], call: Call, with_images: bool = False
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
@@ -335,8 +363,7 @@ def rest_handler(build: Callable[[web.Request], Awaitable[Message]], call: Call,
                                         f"An unexpected server error occurred (job {headers['jobid']})."), headers)
         finally:
             logs.request_id.reset(token)
-        body = json_format.MessageToJson(reply, always_print_fields_with_no_presence=True, indent=None)
-        return web.Response(text=body, content_type="application/json", headers=headers)
+        return web.json_response(to_json(reply), headers=headers)
 
     return handle
 

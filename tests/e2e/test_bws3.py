@@ -59,7 +59,7 @@ def test_enroll_creates_then_updates_the_template(bws3: Bws3Client, class_id: in
     assert body["status"] == "SUCCEEDED" and body["errors"] == []
     assert body["performedAction"] == "NEW_TEMPLATE_CREATED" and body["enrolledImages"] == 1
     status = body["templateStatus"]
-    assert status["classId"] == str(class_id) and status["available"] is True
+    assert status["classId"] == class_id and status["available"] is True
     assert status["featureVectors"] == 1 and status["encoderVersion"] >= 1 and status["enrolled"].endswith("Z")
     [face] = body["imageProperties"][0]["faces"]
     assert face["rightEye"]["x"] < face["leftEye"]["x"]  # BioID's convention: the right eye is the image's left one
@@ -126,11 +126,11 @@ def test_search_finds_each_image_in_order_and_filters_by_tags(bws3: Bws3Client, 
     assert bws3.set_tags(him, [tag]).status == 200
     body = bws3.search(hopper, cat, astronaut, tags=[tag]).json
     assert body["status"] == "SUCCEEDED" and len(body["result"]) == 3 and len(body["imageProperties"]) == 3
-    assert [m["classId"] for m in body["result"][0]["matches"]] == [str(him)]
+    assert [m["classId"] for m in body["result"][0]["matches"]] == [him]
     assert body["result"][1] == {"matches": []} and body["errors"][0]["message"].startswith("Image 2")
-    assert [m["classId"] for m in body["result"][2]["matches"]] == [str(her)]
+    assert [m["classId"] for m in body["result"][2]["matches"]] == [her]
     only_staff = bws3.search(hopper, tags=[tag, "staff"], top_matches=True).json
-    assert [m["classId"] for m in only_staff["result"][0]["matches"]] == [str(her)]  # top: also a non-match
+    assert [m["classId"] for m in only_staff["result"][0]["matches"]] == [her]  # top: also a non-match
     assert 0.0 < only_staff["result"][0]["matches"][0]["score"] <= 1.0
     assert bws3.search(hopper, tags=[tag, "staff"]).json["result"][0]["matches"] == []  # no match above threshold
 
@@ -147,7 +147,7 @@ def test_set_template_tags_replaces_them(bws3: Bws3Client, class_id: int, astron
 
 def test_template_status_and_delete(bws3: Bws3Client, class_id: int, astronaut: bytes) -> None:
     missing = bws3.status(class_id)
-    assert missing.status == 200 and missing.json["available"] is False and missing.json["classId"] == str(class_id)
+    assert missing.status == 200 and missing.json["available"] is False and missing.json["classId"] == class_id
     bws3.enroll(class_id, astronaut)
     assert bws3.status(class_id).json["available"] is True
     reply = bws3.delete(class_id)
@@ -312,7 +312,7 @@ def test_classic_enrollment_is_seen_by_bws3(bws3: Bws3Client, client: BwsClient,
     assert bws3.status(class_id).json["available"] is True
     assert bws3.verify(class_id, astronaut).json["verified"] is True
     matches = bws3.search(astronaut, top_matches=True).json["result"][0]["matches"]
-    assert str(class_id) in [m["classId"] for m in matches]
+    assert class_id in [m["classId"] for m in matches]
     assert client.basic_call("DELETE", f"/extension/deleteclass?bcid=bws.1.{class_id}").status == 200
     assert bws3.status(class_id).json["available"] is False
 

@@ -71,7 +71,7 @@ def test_templates_keep_thumbnails_and_are_upgraded_to_a_new_encoder(stack: Stac
     assert with_images["templateStatus"]["featureVectors"] == 2
     assert with_images["templateStatus"]["thumbnailsStored"] == 2
     matches = bws3.search(astronaut).json["result"][0]["matches"]
-    assert [m["classId"] for m in matches] == ["101"]
+    assert [m["classId"] for m in matches] == [101]
 
     assert bws3.enroll(103).json["performedAction"] == "NONE"  # no thumbnails: nothing to upgrade from
     assert bws3.verify(103, hopper).json["errors"][0]["errorCode"] == "DifferentFeatureVersions"

@@ -74,3 +74,38 @@ def test_liveness_thresholds_come_from_settings_with_calibrated_defaults() -> No
     assert settings.thresholds.min_planarity_residual == LivenessThresholds().min_planarity_residual
     with pytest.raises(SettingsError, match="BWS_LIVENESS_MIN_RIGID_RATIO_SCORE"):
         LivenessSettings.from_env({**STORAGE, "BWS_LIVENESS_MIN_RIGID_RATIO_SCORE": "high"})
+
+
+def _bws3_app(**bws3: object) -> str:
+    return json.dumps([{"id": "a", "secret": "0123456789abcdef", "storage": "bws", "partitions": [1, 2],
+                        "bws3": bws3}])
+
+
+def test_an_app_with_bws3_keys_is_a_bws3_client_of_one_partition() -> None:
+    keys = [base64.b64encode(b"k" * 32).decode(), base64.b64encode(b"n" * 64).decode()]
+    app = GatewaySettings.from_env(gateway_env(BWS_APPS=_bws3_app(keys=keys, partition=2))).apps[0]
+    assert app.client_keys == (b"k" * 32, b"n" * 64) and app.bws3_partition == 2
+    assert GatewaySettings.from_env(gateway_env()).apps[0].client_keys == ()  # not a BWS 3 client
+    redacted_text = str(redacted(GatewaySettings.from_env(gateway_env(BWS_APPS=_bws3_app(keys=keys, partition=1)))))
+    assert "k" * 32 not in redacted_text and keys[0] not in redacted_text
+
+
+@pytest.mark.parametrize(("bws3", "message"), [
+    ({"keys": [base64.b64encode(b"k" * 31).decode()], "partition": 1}, "256 bits"),
+    ({"keys": ["not base64!"], "partition": 1}, "not base64"),
+    ({"keys": []}, "non-empty list of keys"),
+    ({"keys": [base64.b64encode(b"k" * 32).decode()], "partition": 3}, "one of its partitions"),
+    ({"keys": [base64.b64encode(b"k" * 32).decode()], "partition": -1}, "one of its partitions"),
+    ({"keys": [base64.b64encode(b"k" * 32).decode()]}, "partition of app 'a' is required"),
+])
+def test_weak_or_malformed_bws3_clients_fail_at_start(bws3: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        GatewaySettings.from_env(gateway_env(BWS_APPS=_bws3_app(**bws3)))
+
+
+def test_the_encoder_version_must_be_a_known_one() -> None:
+    key = base64.b64encode(b"x" * 32).decode()
+    settings = EnrollSettings.from_env({**STORAGE, "BWS_TEMPLATE_KEY": key, "BWS_ENCODER_VERSION": "2"})
+    assert settings.encoder_version == 2 and settings.store_thumbnails
+    with pytest.raises(SettingsError, match="BWS_ENCODER_VERSION"):
+        EnrollSettings.from_env({**STORAGE, "BWS_TEMPLATE_KEY": key, "BWS_ENCODER_VERSION": "7"})
