@@ -14,7 +14,6 @@ outside the dev run.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import ipaddress
 import json
@@ -28,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -300,8 +300,13 @@ class Stack:
         url = f"http://127.0.0.1:{self.storage_ports['master.port']}/vol/vacuum?garbageThreshold=0.01"
         while weed.poll() is None:
             time.sleep(self.vacuum_interval_seconds)
-            with contextlib.suppress(OSError):  # stopping, or busy: the next round asks again
-                urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60).close()
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60) as reply:
+                    reply.read()
+            except urllib.error.HTTPError as refused:  # busy compacting: the next round asks again
+                refused.close()
+            except OSError:  # stopping
+                pass
 
     def start_services(self) -> None:
         for name in SERVICES:
@@ -364,8 +369,9 @@ class Stack:
         try:
             with socket.create_connection(("127.0.0.1", self.s3_port), timeout=0.5):
                 pass
-            urllib.request.urlopen(f"http://{self.s3_endpoint}/", timeout=1)
-        except urllib.error.HTTPError:
+            urllib.request.urlopen(f"http://{self.s3_endpoint}/", timeout=1).close()
+        except urllib.error.HTTPError as refused:
+            refused.close()
             return True  # 403 without credentials: S3 is answering
         except OSError:
             return False
@@ -375,6 +381,9 @@ class Stack:
         try:
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as reply:
                 return bool(reply.status == 200)
+        except urllib.error.HTTPError as not_ready:
+            not_ready.close()
+            return False
         except OSError:
             return False
 

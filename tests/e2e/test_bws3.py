@@ -5,6 +5,7 @@ the classic API."""
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -344,3 +345,41 @@ def test_a_rotated_key_and_the_new_one_both_work(stack: Stack, class_id: int) ->
         token = sign(client.client_id, key, algorithm="HS256")
         reply = client.rest("GET", f"/api/face/v1/template/status/{class_id}", token=token)
         assert reply.status == 200 and reply.json["available"] is False
+
+
+# -- hostile input ----------------------------------------------------------------------------
+
+
+def test_an_image_bomb_is_skipped_from_its_header(bws3: Bws3Client, class_id: int) -> None:
+    from tests.unit.test_images import png_bomb
+
+    began = time.monotonic()
+    body = bws3.enroll(class_id, png_bomb(20_000, 20_000)).json
+    assert body["performedAction"] == "ENROLLMENT_FAILED" and body["errors"][0]["errorCode"] == "InvalidSampleData"
+    assert time.monotonic() - began < 5
+
+
+def test_json_nested_deep_and_bodies_over_the_limit_are_refused(bws3: Bws3Client, class_id: int) -> None:
+    deep = bws3.rest("POST", "/api/face/v1/search", raw=b"[" * 100_000 + b"]" * 100_000)
+    assert deep.status == 400 and deep.json["code"] == 3
+    huge = bws3.rest("POST", f"/api/face/v1/enroll/{class_id}", raw=b"[" + b" " * (17 * 1024 * 1024) + b"]")
+    assert huge.status == 413 and huge.json["code"] == 3
+
+
+def test_no_jwt_score_or_class_id_in_the_logs(bws3: Bws3Client, stack: Stack, astronaut: bytes) -> None:
+    class_id = 10**12 + next(_ids) % 10**9  # thirteen digits: not a number the logs hold otherwise
+    token = bws3.jwt()
+    bws3.rest("POST", f"/api/face/v1/enroll/{class_id}", [{"image": b64(astronaut)}], token=token)
+    bws3.rest("POST", f"/api/face/v1/verify/{class_id}", {"image": b64(astronaut)}, token=token)
+    found = bws3.rest("POST", "/api/face/v1/search", {"images": [{"image": b64(astronaut)}]}, token=token).json
+    assert class_id in [m["classId"] for m in found["result"][0]["matches"]]
+    bws3.grpc("Verify", fr.FaceVerificationRequest(classId=class_id, image=messages.ImageData(image=astronaut)),
+              token=token)
+    bws3.delete(class_id)
+    time.sleep(0.2)
+    for name in ("liveness_service", "enroll_service", "gateway"):
+        lines = [line for line in stack.log_path(name).read_text().splitlines() if ": settings: " not in line]
+        assert not [line for line in lines if token.split(".")[2] in line], name
+        leaks = [line for line in lines if re.search(r"score\W{1,3}\d", line, re.IGNORECASE) or
+                 (str(class_id) in line and '"POST /api/face/v1/' not in line and '"DELETE /api/face/v1/' not in line)]
+        assert leaks == [], (name, leaks[:3])

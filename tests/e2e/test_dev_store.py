@@ -52,6 +52,7 @@ def test_the_stores_other_ports_refuse_callers_without_credentials(own_stack: St
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(url, method=method, data=b"" if method == "PUT" else None),
                                    timeout=5)
+        refused.value.close()
         assert refused.value.code == 401, (method, url)
     with grpc.insecure_channel(f"127.0.0.1:{own_stack.storage_ports['filer.port.grpc']}") as channel, \
             pytest.raises(grpc.FutureTimeoutError):
