@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto protos/bws/bws3/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install lock protos run test bench bench-identify bench-liveness bench-load bench-match lint typecheck clean
+.PHONY: install lock protos run test bench bench-bws3 bench-identify bench-liveness bench-load bench-match lint typecheck clean
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ run: install protos
 test: install protos
 	$(BIN)/python -m pytest
 
-bench: bench-identify bench-match bench-liveness bench-load
+bench: bench-identify bench-match bench-liveness bench-load bench-bws3
 
 bench-liveness: install protos
 	$(BIN)/python -m tests.bench.liveness
@@ -45,6 +45,9 @@ bench-match: install protos
 
 bench-load: install protos
 	$(BIN)/python -m tests.bench.load
+
+bench-bws3: install protos
+	$(BIN)/python -m tests.bench.bws3
 
 bench-identify: install protos
 	$(BIN)/python -m tests.bench.identify

@@ -334,7 +334,8 @@ def test_concurrent_enrolls_of_one_class_lose_no_update(bws3: Bws3Client, class_
     with ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda _: bws3.enroll(class_id, astronaut), range(6)))
     assert all(r.status == 200 and r.json["enrolledImages"] == 1 for r in replies), [r.body for r in replies]
-    assert bws3.status(class_id).json["featureVectors"] == 6
+    status = bws3.status(class_id).json
+    assert status["featureVectors"] == 6 and status["thumbnailsStored"] == 6
 
 
 def test_a_rotated_key_and_the_new_one_both_work(stack: Stack, class_id: int) -> None:
