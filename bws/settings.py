@@ -360,6 +360,13 @@ class LivenessSettings:
         )
 
 
+# Cosine similarity for LEVEL_1..LEVEL_5 of BWS 3 PhotoVerify, as `make bench-match` measured
+# them on 20,670 impostor pairs of single faces (102 identities): levels 1-4 are the scores
+# that leave 103, 51, 20 and 2 impostors above; level 5 (0.001 %) is beyond what the data can
+# resolve and sits 0.05 above the highest impostor seen (0.695).
+PHOTO_LEVEL_THRESHOLDS = (0.523, 0.549, 0.580, 0.630, 0.745)
+
+
 @dataclass(frozen=True)
 class EnrollSettings:
     """The enrollment service (process `enroll_service`)."""
@@ -379,6 +386,10 @@ class EnrollSettings:
     # BWS_STORE_THUMBNAILS: keep the aligned faces a template was made from (encrypted like it),
     # so that it can be upgraded to another encoder; off: only the embeddings are kept.
     store_thumbnails: bool = True
+    # BWS_PHOTO_LEVEL_THRESHOLDS: the cosine similarity each BWS 3 PhotoVerify level needs
+    # (LEVEL_1..LEVEL_5, false-accept rates 0.5 / 0.25 / 0.1 / 0.01 / 0.001 %), ascending;
+    # measured by ``make bench-match`` (see docs/bws3.md for which levels its data resolves).
+    photo_level_thresholds: tuple[float, ...] = PHOTO_LEVEL_THRESHOLDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
@@ -401,7 +412,19 @@ class EnrollSettings:
             max_queue=_int(env, "BWS_ENROLL_MAX_QUEUE", 16),
             encoder_version=_encoder_version(env),
             store_thumbnails=_bool(env, "BWS_STORE_THUMBNAILS", True),
+            photo_level_thresholds=_levels(env),
         )
+
+
+def _levels(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = _get(env, "BWS_PHOTO_LEVEL_THRESHOLDS", ",".join(map(str, PHOTO_LEVEL_THRESHOLDS)))
+    try:
+        levels = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        levels = ()
+    if len(levels) != 5 or list(levels) != sorted(levels):
+        raise SettingsError(f"BWS_PHOTO_LEVEL_THRESHOLDS must be 5 ascending numbers, got {raw!r}")
+    return levels
 
 
 def _encoder_version(env: Mapping[str, str]) -> int:

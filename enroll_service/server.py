@@ -311,6 +311,22 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         return enrollment_pb2.VerifyReply(status=common_pb2.JOB_STATUS_SUCCEEDED, verified=verified,
                                           score=similarity, threshold=threshold, enrolled=verified and autoenroll)
 
+    async def CompareSamples(self, request: enrollment_pb2.CompareSamplesRequest,
+                             context: grpc.aio.ServicerContext) -> enrollment_pb2.CompareSamplesReply:
+        with rpc_context(context):
+            return await guarded(context, self._compare(list(request.probes), request.reference))
+
+    async def _compare(self, probes: list[common_pb2.SampleRef],
+                       reference: common_pb2.SampleRef) -> enrollment_pb2.CompareSamplesReply:
+        probed, referred = await asyncio.gather(self._embeddings(probes), self._embeddings([reference]))
+        if not probed or not referred:
+            return enrollment_pb2.CompareSamplesReply(status=common_pb2.JOB_STATUS_SUCCEEDED, errors=[NO_USABLE_FACE])
+        similarity = score(centroid([e for e, _ in probed]), referred[0][0])
+        level = sum(1 for threshold in self.settings.photo_level_thresholds if similarity >= threshold)
+        log.info("compare: %d sample(s) with a reference, level %s", len(probed), "reached" if level else "none")
+        return enrollment_pb2.CompareSamplesReply(status=common_pb2.JOB_STATUS_SUCCEEDED, score=similarity,
+                                                  level=level)
+
     async def Search(self, request: enrollment_pb2.SearchRequest,
                      context: grpc.aio.ServicerContext) -> enrollment_pb2.SearchReply:
         with rpc_context(context):

@@ -191,10 +191,11 @@ class InlineImage:
 
 
 @contextlib.asynccontextmanager
-async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: bool = False
-                         ) -> AsyncIterator[list[InlineImage]]:
+async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: bool = False,
+                         tags: Sequence[str] = ()) -> AsyncIterator[list[InlineImage]]:
     """Store the images as samples of a one-off job and inspect them (at once, as an upload
-    does); with ``prepare``, have the enrollment service embed the usable ones. Yields one
+    does); ``tags`` are their head-movement tags, as an upload's (``any`` for those not given);
+    with ``prepare``, have the enrollment service embed the usable ones. Yields one
     ``InlineImage`` per image, in order; the samples are deleted when the block ends, whatever
     happened. Bytes that are not an image of an allowed format and size are not stored: their
     inspection says InvalidSampleData."""
@@ -210,9 +211,10 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
             return InlineImage(None, liveness_pb2.InspectSampleReply(
                 status=common_pb2.JOB_STATUS_SUCCEEDED,
                 errors=[common_pb2.JobError(error_code="InvalidSampleData", message=str(error))]))
-        key = backends.store.new_sample_key(job, index, "any")
+        tag = tags[index] if index < len(tags) else "any"
+        key = backends.store.new_sample_key(job, index, tag)
         stored.append(key)
-        ref = common_pb2.SampleRef(key=key, tag="any", index=index)
+        ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
         _, inspection = await asyncio.gather(
             backends.storage(backends.store.put, key, blob, images.sniff(blob) or "application/octet-stream"),
             backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=blob)))

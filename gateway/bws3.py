@@ -1,6 +1,7 @@
-"""The BWS 3 edge: BioID's gRPC API (``bioid.services.v1.FaceRecognition``) on its own port,
-and its REST routes (``/api/face/v1/...``) beside the classic ones, both onto the calls of
-``gateway/facerecognition.py``.
+"""The BWS 3 edge: BioID's gRPC API (``bioid.services.v1.FaceRecognition`` and
+``BioIDWebService``) on its own port, and its REST routes (``/api/face/v1/...``, ``/api/v1/...``)
+beside the classic ones, both onto the calls of ``gateway/facerecognition.py`` and
+``gateway/bioidwebservice.py``.
 
 Who calls: BWS 3 has no token endpoint. The client signs a JWT with one of its keys (HS256,
 HS384 or HS512; ``sub`` = ``iss`` = its client id, ``aud`` = ``BWS``, ``exp`` required) and
@@ -38,11 +39,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from bws import __version__, logs
+from bws.bws3 import bws_pb2, bws_pb2_grpc, facerecognition_pb2_grpc
 from bws.bws3 import bwsmessages_pb2 as messages
 from bws.bws3 import facerecognition_pb2 as fr
-from bws.bws3 import facerecognition_pb2_grpc
 from bws.settings import App, GatewaySettings
 from bws.storage import StorageUnavailable
+from gateway import bioidwebservice as liveness_calls
 from gateway import facerecognition as calls
 from gateway.backends import BACKENDS, SETTINGS, Backends
 from gateway.errors import GRPC_TO_HTTP, OVERLOAD
@@ -144,7 +146,9 @@ def reply_headers(reference_number: str | None) -> dict[str, str]:
 # -- gRPC --------------------------------------------------------------------------------
 
 
-class FaceRecognitionServicer(facerecognition_pb2_grpc.FaceRecognitionServicer):
+class _Edge:
+    """What both gRPC servicers share: who calls, the reply metadata, errors as statuses."""
+
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
 
@@ -172,6 +176,8 @@ class FaceRecognitionServicer(facerecognition_pb2_grpc.FaceRecognitionServicer):
             context.set_trailing_metadata((("response-time-ms", str(round((time.perf_counter() - began) * 1000))),))
             logs.request_id.reset(token)
 
+
+class FaceRecognitionServicer(_Edge, facerecognition_pb2_grpc.FaceRecognitionServicer):
     async def Enroll(self, request: fr.FaceEnrollmentRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._serve(calls.enroll, request, context, with_images=True)
 
@@ -190,6 +196,19 @@ class FaceRecognitionServicer(facerecognition_pb2_grpc.FaceRecognitionServicer):
 
     async def DeleteTemplate(self, request: fr.DeleteTemplateRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._serve(calls.delete_template, request, context)
+
+
+class BioIDWebServiceServicer(_Edge, bws_pb2_grpc.BioIDWebServiceServicer):
+    async def LivenessDetection(self, request: bws_pb2.LivenessDetectionRequest,
+                                context: grpc.aio.ServicerContext) -> Any:
+        return await self._serve(liveness_calls.liveness_detection, request, context, with_images=True)
+
+    async def VideoLivenessDetection(self, request: bws_pb2.VideoLivenessDetectionRequest,
+                                     context: grpc.aio.ServicerContext) -> Any:
+        return await self._serve(liveness_calls.video_liveness_detection, request, context, with_images=True)
+
+    async def PhotoVerify(self, request: bws_pb2.PhotoVerifyRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._serve(liveness_calls.photo_verify, request, context, with_images=True)
 
 
 class Health(health_aio.HealthServicer):
@@ -222,6 +241,7 @@ async def grpc_server_ctx(app: web.Application) -> AsyncIterator[None]:
         maximum_concurrent_rpcs=settings.max_connections,
     )
     facerecognition_pb2_grpc.add_FaceRecognitionServicer_to_server(FaceRecognitionServicer(backends), server)
+    bws_pb2_grpc.add_BioIDWebServiceServicer_to_server(BioIDWebServiceServicer(backends), server)
     health_pb2_grpc.add_HealthServicer_to_server(Health(backends), server)
     address = f"{settings.host}:{settings.grpc_port}"
     if server.add_insecure_port(address) == 0:
@@ -297,10 +317,6 @@ async def _verify_request(request: web.Request) -> Message:
                                       image=_parse(await _json_body(request), messages.ImageData()))
 
 
-async def _search_request(request: web.Request) -> Message:
-    return _parse(await _json_body(request), fr.FaceSearchRequest())
-
-
 async def _tags_request(request: web.Request) -> Message:
     body = await _json_body(request)
     message = _parse({"tags": body} if isinstance(body, list) else body, fr.SetTemplateTagsRequest())
@@ -317,6 +333,14 @@ async def _status_request(request: web.Request) -> Message:
 
 async def _delete_request(request: web.Request) -> Message:
     return fr.DeleteTemplateRequest(classId=_class_id(request))
+
+
+def _whole_body(message: type[Message]) -> Callable[[web.Request], Awaitable[Message]]:
+    """A route whose body is the whole request message (BioID's ``body: "*"``)."""
+    async def build(request: web.Request) -> Message:
+        return _parse(await _json_body(request), message())
+
+    return build
 
 
 _INT64 = frozenset({FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64,
@@ -371,8 +395,14 @@ def rest_handler(build: Callable[[web.Request], Awaitable[Message]], call: Call,
 ROUTES = [
     ("POST", "/api/face/v1/enroll/{classId}", rest_handler(_enroll_request, calls.enroll, True)),
     ("POST", "/api/face/v1/verify/{classId}", rest_handler(_verify_request, calls.verify, True)),
-    ("POST", "/api/face/v1/search", rest_handler(_search_request, calls.search, True)),
+    ("POST", "/api/face/v1/search", rest_handler(_whole_body(fr.FaceSearchRequest), calls.search, True)),
     ("PUT", "/api/face/v1/template/{classId}/tags", rest_handler(_tags_request, calls.set_template_tags)),
     ("GET", "/api/face/v1/template/status/{classId}", rest_handler(_status_request, calls.get_template_status)),
     ("DELETE", "/api/face/v1/template/{classId}", rest_handler(_delete_request, calls.delete_template)),
+    ("POST", "/api/v1/livenessdetection",
+     rest_handler(_whole_body(bws_pb2.LivenessDetectionRequest), liveness_calls.liveness_detection, True)),
+    ("POST", "/api/v1/videolivenessdetection",
+     rest_handler(_whole_body(bws_pb2.VideoLivenessDetectionRequest), liveness_calls.video_liveness_detection, True)),
+    ("POST", "/api/v1/photoverify",
+     rest_handler(_whole_body(bws_pb2.PhotoVerifyRequest), liveness_calls.photo_verify, True)),
 ]

@@ -49,6 +49,7 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: (503, "The server is too busy; try again shortly."),
     grpc.StatusCode.DEADLINE_EXCEEDED: (503, "The server is too busy; try again shortly."),
     grpc.StatusCode.UNAVAILABLE: (503, "A backend service is unavailable; try again shortly."),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "Not implemented."),
 }
 OVERLOAD = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
 

@@ -15,7 +15,14 @@ embeddings vs centroid of the probe's, cosine similarity), on the only faces tha
 
 Two identities are far too few to measure a false-accept rate that means anything in the
 field: the README states these numbers with that caveat, next to SFace's published LFW result.
-Writes tests/bench/results/match.md.
+
+Then BWS 3 PhotoVerify's levels (one live image against one ID photo, no template): every
+impostor pair of single faces that can be built offline (the renders of one person against the
+other's, each render against each LFW face, the LFW faces against each other) gives, for each
+level's false-accept rate, the score threshold that rate allows, and how many impostor
+comparisons lie above it; a level whose rate times the comparisons is below one cannot be
+resolved by this data and gets a threshold above every impostor seen. Genuine pairs: each
+render against its real photo. Writes tests/bench/results/match.md.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 from skimage import data
 
 from bws.faces import FaceDetector, FaceEmbedder
-from bws.settings import EnrollSettings
+from bws.settings import PHOTO_LEVEL_THRESHOLDS, EnrollSettings
 from enroll_service.matching import centroid
 from tests import facegen
 
@@ -89,10 +96,51 @@ def main() -> None:
         lines.append(f"| {threshold:.3f}{mark} | {far:.2%} ({int((impostor >= threshold).sum())}/{len(impostor)}) "
                      f"| {frr:.2%} ({int((genuine < threshold).sum())}/{len(genuine)}) |")
     lines += ["", "Data: two real identities rendered synthetically plus 100 low-resolution LFW faces; see the "
-              "module docstring of tests/bench/calibrate_match.py."]
+              "module docstring of tests/bench/calibrate_match.py.", ""]
+    photos = {}
+    for name in PHOTOS:
+        vector = embed(facegen.source_photo(name), detector, embedder)
+        assert vector is not None, name
+        photos[name] = vector
+    lines += photo_levels(probes, photos, lfw_vectors)
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.write_text(text)
+
+
+LEVELS = (("LEVEL_1", 0.005), ("LEVEL_2", 0.0025), ("LEVEL_3", 0.001), ("LEVEL_4", 0.0001), ("LEVEL_5", 0.00001))
+UNRESOLVED_MARGIN = 0.05  # above the highest impostor seen, for a level the data cannot resolve
+
+
+def photo_levels(probes: dict[str, list[np.ndarray]], photos: dict[str, np.ndarray],
+                 lfw: list[np.ndarray]) -> list[str]:
+    """The PhotoVerify level thresholds this data supports, as report lines."""
+    singles = [(name, vector) for name in PHOTOS for vector in probes[name]]
+    impostor = np.array(
+        [float(a @ b) for (n, a) in singles for (m, b) in singles if n < m]  # renders of the two people
+        + [float(a @ b) for _, a in singles for b in lfw]  # renders against LFW faces
+        + [float(lfw[i] @ lfw[j]) for i in range(len(lfw)) for j in range(i + 1, len(lfw))]  # LFW pairs
+        + [float(photos[n] @ b) for n in PHOTOS for m, b in singles if m != n])  # photo against the other
+    genuine = np.array([float(photos[n] @ b) for n, b in singles])
+    ordered = np.sort(impostor)[::-1]
+    lines = ["# BWS 3 PhotoVerify levels", "",
+             f"impostor comparisons of single faces: {len(impostor)} (102 identities; max {ordered[0]:.3f}); "
+             f"genuine (render against its photo): {len(genuine)} (min {genuine.min():.3f})", "",
+             "| level | false-accept rate | impostors that rate allows | threshold | impostors ≥ it | "
+             "genuine ≥ it | resolved | shipped |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    thresholds = []
+    for (level, rate), shipped in zip(LEVELS, PHOTO_LEVEL_THRESHOLDS, strict=True):
+        allowed = rate * len(impostor)
+        resolved = allowed >= 1
+        threshold = float(ordered[int(allowed)]) + 1e-6 if resolved else float(ordered[0]) + UNRESOLVED_MARGIN
+        threshold = max([threshold, *thresholds])
+        thresholds.append(threshold)
+        lines.append(f"| {level} | {rate:.3%} | {allowed:.1f} | {threshold:.3f} | {int((impostor >= threshold).sum())} "
+                     f"| {(genuine >= threshold).mean():.1%} | {'yes' if resolved else 'no: above every impostor'} "
+                     f"| {shipped:.3f} |")
+    lines += ["", "BWS_PHOTO_LEVEL_THRESHOLDS=" + ",".join(f"{t:.3f}" for t in thresholds)]
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ from typing import Any
 import grpc
 import jwt
 
+from bws.bws3 import bws_pb2
 from bws.bws3 import facerecognition_pb2 as fr
 from tests.support.client import Reply
 
-SERVICE = "/bioid.services.v1.FaceRecognition/"
 RESPONSES = {"Enroll": fr.FaceEnrollmentResponse, "Verify": fr.FaceVerificationResponse,
              "Search": fr.FaceSearchResponse, "SetTemplateTags": fr.SetTemplateTagsResponse,
-             "GetTemplateStatus": fr.FaceTemplateStatus, "DeleteTemplate": fr.DeleteTemplateResponse}
+             "GetTemplateStatus": fr.FaceTemplateStatus, "DeleteTemplate": fr.DeleteTemplateResponse,
+             "LivenessDetection": bws_pb2.LivenessDetectionResponse,
+             "VideoLivenessDetection": bws_pb2.LivenessDetectionResponse,
+             "PhotoVerify": bws_pb2.PhotoVerifyResponse}
 
 
 def sign(client_id: str, key: bytes, *, lifetime: int = 300, algorithm: str = "HS512", **claims: Any) -> str:
@@ -77,12 +80,13 @@ class Bws3Client:
     def delete(self, class_id: int) -> Reply:
         return self.rest("DELETE", f"/api/face/v1/template/{class_id}")
 
-    def grpc(self, method: str, request: Any, *, token: str | None = None,
+    def grpc(self, method: str, request: Any, *, token: str | None = None, service: str = "FaceRecognition",
              metadata: tuple[tuple[str, str], ...] = ()) -> tuple[Any, grpc.Call]:
-        """Call a FaceRecognition method; returns (response, call) or raises grpc.RpcError."""
+        """Call a method of bioid.services.v1.{service}; returns (response, call) or raises grpc.RpcError."""
         with grpc.insecure_channel(self.grpc_target, options=[("grpc.max_receive_message_length",
                                                                 64 * 1024 * 1024)]) as channel:
-            stub = channel.unary_unary(SERVICE + method, request_serializer=type(request).SerializeToString,
+            stub = channel.unary_unary(f"/bioid.services.v1.{service}/{method}",
+                                       request_serializer=type(request).SerializeToString,
                                        response_deserializer=RESPONSES[method].FromString)
             auth = (("authorization", f"Bearer {token if token is not None else self.jwt()}"),)
             return stub.with_call(request, metadata=auth + metadata, timeout=60)

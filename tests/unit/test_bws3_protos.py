@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from bws.bws3 import bwsmessages_pb2, facerecognition_pb2
+from bws.bws3 import bws_pb2, bwsmessages_pb2, facerecognition_pb2
 
 R = "repeated"
 # message full name -> {field name: (number, type, label)}; type: a scalar's name or a message's full name
@@ -54,6 +54,18 @@ EXPECTED: dict[str, dict[str, tuple[int, str, str]]] = {
                                                        "image": (2, "bytes", "")},
     "bioid.services.v1.DeleteTemplateRequest": {"classId": (1, "int64", "")},
     "bioid.services.v1.DeleteTemplateResponse": {},
+    "bioid.services.v1.LivenessDetectionRequest": {"live_images": (1, "ImageData", R)},
+    "bioid.services.v1.VideoLivenessDetectionRequest": {"video": (1, "bytes", "")},
+    "bioid.services.v1.LivenessDetectionResponse": {
+        "status": (1, "JobStatus", ""), "errors": (2, "JobError", R), "image_properties": (3, "ImageProperties", R),
+        "live": (4, "bool", ""), "liveness_score": (5, "double", "")},
+    "bioid.services.v1.PhotoVerifyRequest": {"live_images": (1, "ImageData", R), "photo": (2, "bytes", ""),
+                                             "disable_liveness_detection": (3, "bool", "")},
+    "bioid.services.v1.PhotoVerifyResponse": {
+        "status": (1, "JobStatus", ""), "errors": (2, "JobError", R), "image_properties": (3, "ImageProperties", R),
+        "photo_properties": (4, "ImageProperties", ""),
+        "verification_level": (5, "bioid.services.v1.PhotoVerifyResponse.AccuracyLevel", ""),
+        "verification_score": (6, "double", ""), "live": (7, "bool", ""), "liveness_score": (8, "double", "")},
 }
 METHODS = {"Enroll": ("FaceEnrollmentRequest", "FaceEnrollmentResponse"),
            "Verify": ("FaceVerificationRequest", "FaceVerificationResponse"),
@@ -74,7 +86,7 @@ def _messages() -> dict[str, Descriptor]:
         for nested in descriptor.nested_types:
             walk(nested)
 
-    for module in (bwsmessages_pb2, facerecognition_pb2):
+    for module in (bwsmessages_pb2, facerecognition_pb2, bws_pb2):
         for descriptor in module.DESCRIPTOR.message_types_by_name.values():
             walk(descriptor)
     return found
@@ -104,6 +116,22 @@ def test_the_enums_have_bioids_values() -> None:
     assert {v.name: v.number for v in action.values} == {
         "NONE": 0, "NEW_TEMPLATE_CREATED": 1, "TEMPLATE_UPDATED": 2, "TEMPLATE_UPGRADED": 3, "TEMPLATE_IMPORTED": 4,
         "ENROLLMENT_FAILED": -1}
+
+
+def test_the_accuracy_levels_are_bioids() -> None:
+    levels = bws_pb2.PhotoVerifyResponse.DESCRIPTOR.enum_types_by_name["AccuracyLevel"]
+    assert {v.name: v.number for v in levels.values} == {
+        "NOT_RECOGNIZED": 0, "LEVEL_1": 1, "LEVEL_2": 2, "LEVEL_3": 3, "LEVEL_4": 4, "LEVEL_5": 5}
+
+
+def test_the_liveness_service_has_bioids_methods() -> None:
+    service = bws_pb2.DESCRIPTOR.services_by_name["BioIDWebService"]
+    assert service.full_name == "bioid.services.v1.BioIDWebService"
+    assert {m.name: (m.input_type.name, m.output_type.name) for m in service.methods} == {
+        "LivenessDetection": ("LivenessDetectionRequest", "LivenessDetectionResponse"),
+        "VideoLivenessDetection": ("VideoLivenessDetectionRequest", "LivenessDetectionResponse"),
+        "PhotoVerify": ("PhotoVerifyRequest", "PhotoVerifyResponse")}
+    assert not any(m.client_streaming or m.server_streaming for m in service.methods)
 
 
 def test_the_service_has_bioids_methods() -> None:

@@ -109,3 +109,10 @@ def test_the_encoder_version_must_be_a_known_one() -> None:
     assert settings.encoder_version == 2 and settings.store_thumbnails
     with pytest.raises(SettingsError, match="BWS_ENCODER_VERSION"):
         EnrollSettings.from_env({**STORAGE, "BWS_TEMPLATE_KEY": key, "BWS_ENCODER_VERSION": "7"})
+
+
+@pytest.mark.parametrize("raw", ["0.5,0.6", "0.7,0.6,0.8,0.9,0.95", "a,b,c,d,e"])
+def test_photo_levels_are_five_ascending_thresholds(raw: str) -> None:
+    key = base64.b64encode(b"x" * 32).decode()
+    with pytest.raises(SettingsError, match="BWS_PHOTO_LEVEL_THRESHOLDS"):
+        EnrollSettings.from_env({**STORAGE, "BWS_TEMPLATE_KEY": key, "BWS_PHOTO_LEVEL_THRESHOLDS": raw})
