@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto protos/bws/bws3/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install lock protos run test bench bench-bws3 bench-identify bench-liveness bench-load bench-match lint typecheck clean
+.PHONY: install lock protos run test bench bench-bws3 bench-video bench-identify bench-liveness bench-load bench-match lint typecheck clean
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ run: install protos
 test: install protos
 	$(BIN)/python -m pytest
 
-bench: bench-identify bench-match bench-liveness bench-load bench-bws3
+bench: bench-identify bench-match bench-liveness bench-load bench-bws3 bench-video
 
 bench-liveness: install protos
 	$(BIN)/python -m tests.bench.liveness
@@ -48,6 +48,9 @@ bench-load: install protos
 
 bench-bws3: install protos
 	$(BIN)/python -m tests.bench.bws3
+
+bench-video: install protos
+	$(BIN)/python -m tests.bench.video
 
 bench-identify: install protos
 	$(BIN)/python -m tests.bench.identify

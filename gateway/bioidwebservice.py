@@ -9,7 +9,10 @@ call, on the liveness and enrollment services. Both edges (``gateway/bws3.py``) 
 * **PhotoVerify.** The live images' faces against the ID photo's (enrollment service
   ``CompareSamples``), reported as BioID's accuracy levels; liveness of the live images as
   above unless ``disable_liveness_detection``.
-* **VideoLivenessDetection** is not served yet: UNIMPLEMENTED.
+* **VideoLivenessDetection.** The liveness service takes frames spread over the video and
+  judges those whose head poses differ most with the same motion decision
+  (``liveness_service/video.py``, which bounds the work); fewer than two frames with a usable
+  face is ``FailureToAcquire``; a file that is not a readable video is INVALID_ARGUMENT.
 
 ``live`` false always comes with an error that says why.
 """
@@ -25,7 +28,7 @@ from bws.bws3 import bwsmessages_pb2 as messages
 from bws.settings import App
 from bws.v1 import enrollment_pb2, liveness_pb2
 from gateway.backends import Backends
-from gateway.biometric import InlineImage, inline_samples
+from gateway.biometric import InlineImage, inline_samples, inline_video
 from gateway.facerecognition import Bws3Error, image_errors, image_properties
 
 DIRECTIONS = ("up", "down", "left", "right")
@@ -35,7 +38,7 @@ PASSIVE_NOT_AVAILABLE = messages.JobError(
             "images of the moving head.")
 LIVENESS_CODES = {  # the classic decision's codes, as BWS 3 reports them
     "LiveDetectionFailed": ("RejectedByActiveLiveDetection",
-                            "The two images do not show the 3D motion of a live head."),
+                            "The images do not show the 3D motion of a live head."),
     "ChallengeResponseFailed": ("RejectedByChallengeResponse",
                                 "The head did not move in the direction it was asked to."),
     "NotEnoughSamples": ("NotEnoughSamples", "Both images must hold one usable face."),
@@ -105,7 +108,29 @@ async def liveness_detection(backends: Backends, client: App, request: bws_pb2.L
 
 async def video_liveness_detection(backends: Backends, client: App,
                                    request: bws_pb2.VideoLivenessDetectionRequest) -> bws_pb2.LivenessDetectionResponse:
-    raise Bws3Error(grpc.StatusCode.UNIMPLEMENTED, "Video liveness detection is not available on this server yet.")
+    if not request.video:
+        raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT, "A video is required.")
+    async with inline_video(backends, request.video) as key:
+        reply = await backends.call(backends.liveness.CheckVideoLiveness,
+                                    liveness_pb2.CheckVideoLivenessRequest(key=key))
+    invalid = [e for e in reply.errors if e.error_code == "InvalidVideo"]
+    if invalid:
+        raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT, invalid[0].message)
+    properties = []
+    for frame in reply.frames:
+        taken = messages.ImageProperties(frame_number=frame.frame_number)
+        if frame.HasField("face"):
+            eyes = frame.face
+            taken.faces.append(messages.Face(
+                right_eye=messages.PointD(x=eyes.eye_on_left.x, y=eyes.eye_on_left.y),
+                left_eye=messages.PointD(x=eyes.eye_on_right.x, y=eyes.eye_on_right.y),
+                motion_liveness_score=round(reply.liveness_score, 4) if frame.used else 0.0))
+        properties.append(taken)
+    errors = [messages.JobError(error_code=LIVENESS_CODES.get(e.error_code, (e.error_code, ""))[0],
+                                message=LIVENESS_CODES.get(e.error_code, ("", e.message))[1] or e.message)
+              for e in reply.errors]
+    return bws_pb2.LivenessDetectionResponse(status=messages.SUCCEEDED, errors=errors, image_properties=properties,
+                                             live=reply.live, liveness_score=round(reply.liveness_score, 4))
 
 
 def photo_score(cosine: float) -> float:

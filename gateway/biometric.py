@@ -234,6 +234,22 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
                 job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
 
 
+@contextlib.asynccontextmanager
+async def inline_video(backends: Backends, data: bytes) -> AsyncIterator[str]:
+    """Store a video sent inside a call for the call's duration; yields its key. It is deleted
+    as a call's images are (again for a while after a failure)."""
+    job = "call-" + secrets.token_hex(12)
+    key = backends.store.new_sample_key(job, 0, "any")
+    failed = True
+    try:
+        await backends.storage(backends.store.put, key, data, "application/octet-stream")
+        yield key
+        failed = False
+    finally:
+        backends.background.spawn(backends.unwanted_samples.delete(
+            job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
+
+
 async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:
     """Have the enrollment service embed an accepted sample ahead of the call that uses it.
 

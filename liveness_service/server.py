@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import grpc
 
 from bws import images, logs
-from bws.faces import FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
+from bws.faces import Face, FaceAnalysis, FaceDetector, FaceLandmarker, FaceMesh, align_face
 from bws.metrics import LIVENESS_DECISIONS
 from bws.recent import RecentSamples
 from bws.service import EnginePool, SharedAnalyses, guarded, rpc_context, serve
 from bws.settings import LivenessSettings, redacted
 from bws.storage import ObjectStore, analysis_key
 from bws.v1 import common_pb2, liveness_pb2, liveness_pb2_grpc
-from liveness_service import inspection, liveness
+from liveness_service import inspection, liveness, video
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ class LivenessEngine:
 
 def _error(code: str, message: str) -> common_pb2.JobError:
     return common_pb2.JobError(error_code=code, message=message)
+
+
+def _face_box(face: Face) -> common_pb2.FaceBox:
+    x, y, w, h = face.box
+    left, right = sorted(face.landmarks[:2].tolist())  # the two eyes, by x
+    return common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=face.score,
+                              eye_on_left=common_pb2.Point(x=left[0], y=left[1]),
+                              eye_on_right=common_pb2.Point(x=right[0], y=right[1]))
 
 
 _INSPECTION_MESSAGES = {
@@ -104,11 +112,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             reply.errors.append(_error(result.error_code, _INSPECTION_MESSAGES[result.error_code]))
         analysis = None
         if result.face is not None:
-            x, y, w, h = result.face.box
-            left, right = sorted(result.face.landmarks[:2].tolist())  # the two eyes, by x
-            reply.face.CopyFrom(common_pb2.FaceBox(x=x, y=y, width=w, height=h, score=result.face.score,
-                                                   eye_on_left=common_pb2.Point(x=left[0], y=left[1]),
-                                                   eye_on_right=common_pb2.Point(x=right[0], y=right[1])))
+            reply.face.CopyFrom(_face_box(result.face))
             if result.accepted:
                 analysis = FaceAnalysis(face=result.face, aligned=align_face(image, result.face),
                                         mesh=engine.landmarker.mesh(image, result.face))
@@ -173,6 +177,49 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                     brightness=cues.brightness))
         if decision.error_code:
             reply.errors.append(_error(decision.error_code, decision.message))
+        return reply
+
+    async def CheckVideoLiveness(self, request: liveness_pb2.CheckVideoLivenessRequest,
+                                 context: grpc.aio.ServicerContext) -> liveness_pb2.CheckVideoLivenessReply:
+        with rpc_context(context):
+            return await guarded(context, self._check_video(request.key))
+
+    async def _check_video(self, key: str) -> liveness_pb2.CheckVideoLivenessReply:
+        data = await asyncio.to_thread(self.store.get, key)
+        if data is None:
+            return liveness_pb2.CheckVideoLivenessReply(status=common_pb2.JOB_STATUS_FAULTED,
+                                                        errors=[_error("InvalidVideo", "The video is not in storage.")])
+        return await self.pool.run(self._judge_video, data)
+
+    def _judge_video(self, engine: LivenessEngine, data: bytes) -> liveness_pb2.CheckVideoLivenessReply:
+        reply = liveness_pb2.CheckVideoLivenessReply(status=common_pb2.JOB_STATUS_SUCCEEDED)
+        try:
+            frames = video.sample_frames(data)
+        except video.InvalidVideo as error:
+            reply.errors.append(_error("InvalidVideo", str(error)))
+            return reply
+        meshes: list[FaceMesh | None] = []
+        for frame in frames:
+            found = inspection.inspect(frame.image, engine.detector, self.settings.min_face_size_px)
+            taken = reply.frames.add(frame_number=frame.number)
+            if found.face is not None:
+                taken.face.CopyFrom(_face_box(found.face))
+            meshes.append(engine.landmarker.mesh(frame.image, found.face) if found.accepted and found.face else None)
+        chosen = video.widest_poses(meshes)
+        if len(chosen) < 2:
+            reply.errors.append(_error("FailureToAcquire", f"{len(chosen)} of the {len(frames)} frames taken from "
+                                                           "the video hold one usable face; at least 2 are needed."))
+            return reply
+        decision = liveness.decide([meshes[i] for i in chosen], ["any"] * len(chosen), expected_directions=None,
+                                   mirrored=self.settings.mirrored_frames, thresholds=self.settings.thresholds)
+        LIVENESS_DECISIONS.labels(decision.error_code or "Live").inc()
+        for i in chosen:
+            reply.frames[i].used = True
+        reply.live, reply.liveness_score = decision.live, decision.score
+        if decision.error_code:
+            reply.errors.append(_error(decision.error_code, decision.message))
+        log.info("video liveness: live=%s frames=%d usable=%d", decision.live, len(frames),
+                 sum(m is not None for m in meshes))
         return reply
 
     def _analyze_all(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceAnalysis | None]:

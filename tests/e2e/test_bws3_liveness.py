@@ -4,6 +4,10 @@ on head turns rendered from real photos and on flat-photo attacks."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -98,9 +102,88 @@ def test_grpc_liveness_detection(bws3: Bws3Client, turn: dict[str, list[bytes]])
     assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_video_liveness_is_not_served_yet(bws3: Bws3Client) -> None:
-    reply = bws3.rest("POST", "/api/v1/videolivenessdetection", {"video": b64(b"\x00" * 64)})
-    assert reply.status == 501 and reply.json["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+# -- VideoLivenessDetection --------------------------------------------------------------------
+
+VIDEO = "/api/v1/videolivenessdetection"
+
+
+def video_of(frames: list[np.ndarray], fourcc: str = "mp4v", suffix: str = ".mp4", fps: int = 8) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"video{suffix}"
+        height, width = frames[0].shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+        assert writer.isOpened(), fourcc
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        return path.read_bytes()
+
+
+def h264_of(frames: list[np.ndarray], fps: int = 8) -> bytes:
+    """An MP4 with H.264 (libx264 through PyAV: OpenCV's wheel decodes H.264 but cannot encode it)."""
+    import av
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "video.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def turning_head() -> list[np.ndarray]:
+    """A head turning from one side to the other and nodding, rendered from a real photo."""
+    rng = np.random.default_rng(5)
+    rig = facegen.rig_for(facegen.source_photo("astronaut"))
+    return [facegen.camera(rig.render(yaw, pitch), rng)
+            for yaw, pitch in zip(np.linspace(-14, 14, 16), 4 * np.sin(np.linspace(0, np.pi, 16)), strict=True)]
+
+
+@pytest.mark.parametrize(("fourcc", "suffix"), [("mp4v", ".mp4"), ("VP80", ".webm"), ("VP90", ".webm")])
+def test_a_video_of_a_turning_head_is_live(bws3: Bws3Client, turning_head: list[np.ndarray], fourcc: str,
+                                           suffix: str) -> None:
+    reply = bws3.rest("POST", VIDEO, {"video": b64(video_of(turning_head, fourcc, suffix))})
+    assert reply.status == 200, reply.body
+    body = reply.json
+    assert body["live"] is True and body["errors"] == [] and body["livenessScore"] >= 0.5
+    numbers = [p["frameNumber"] for p in body["imageProperties"]]
+    assert len(numbers) == 12 and numbers == sorted(numbers) and numbers[-1] == 15
+    assert sum(1 for p in body["imageProperties"] if p["faces"] and p["faces"][0]["motionLivenessScore"] > 0) >= 2
+
+
+def test_an_h264_mp4_of_a_turning_head_is_live(bws3: Bws3Client, turning_head: list[np.ndarray]) -> None:
+    data = h264_of(turning_head)
+    assert data[4:8] == b"ftyp" and b"avc1" in data[:4096]
+    body = bws3.rest("POST", VIDEO, {"video": b64(data)}).json
+    assert body["live"] is True and body["errors"] == [], body
+
+
+def test_a_video_of_a_flat_photo_moved_is_not_live(bws3: Bws3Client) -> None:
+    frames = facegen.photo_moved(facegen.source_photo("astronaut"), 16, np.random.default_rng(4))
+    body = bws3.rest("POST", VIDEO, {"video": b64(video_of(frames))}).json
+    assert body["live"] is False and body["errors"][0]["errorCode"] == "RejectedByActiveLiveDetection"
+
+
+def test_a_video_without_faces_fails_to_acquire(bws3: Bws3Client) -> None:
+    body = bws3.rest("POST", VIDEO, {"video": b64(video_of([images.cat()] * 10))}).json
+    assert body["live"] is False and body["errors"][0]["errorCode"] == "FailureToAcquire"
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 4096, b"RIFF....WEBPVP8 not a video at all"])
+def test_what_is_not_a_video_is_400(bws3: Bws3Client, data: bytes) -> None:
+    reply = bws3.rest("POST", VIDEO, {"video": b64(data)})
+    assert reply.status == 400 and reply.json["code"] == 3, reply.body
+
+
+def test_grpc_video_liveness(bws3: Bws3Client, turning_head: list[np.ndarray]) -> None:
+    reply, _ = bws3.grpc("VideoLivenessDetection", bws_pb2.VideoLivenessDetectionRequest(
+        video=video_of(turning_head)), service="BioIDWebService")
+    assert reply.live and reply.status == messages.SUCCEEDED
 
 
 # -- PhotoVerify ------------------------------------------------------------------------------
