@@ -61,7 +61,7 @@ def until_returned(stack: Stack, screenshot: Path | None = None) -> Callable[[Pa
 
 
 def save_screenshot(png: bytes, path: Path) -> None:
-    """The README's picture of the page (256 colours, ~130 KB): kept in test-artifacts always, in
+    """The picture of the page in docs/api.md (256 colours, ~130 KB): kept in test-artifacts always, in
     the tree when missing or with BWS_UPDATE_SCREENSHOTS=1, so a test run leaves the tree clean."""
     small = io.BytesIO()
     Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256).save(small, "PNG", optimize=True)
