@@ -20,16 +20,17 @@ call, on the liveness and enrollment services. Both edges (``gateway/bws3.py``) 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import grpc
 
 from bws.bws3 import bws_pb2
 from bws.bws3 import bwsmessages_pb2 as messages
 from bws.settings import App
-from bws.v1 import enrollment_pb2, liveness_pb2
+from bws.v1 import common_pb2, enrollment_pb2, liveness_pb2
 from gateway.backends import Backends
 from gateway.biometric import InlineImage, inline_samples, inline_video
-from gateway.facerecognition import Bws3Error, image_errors, image_properties
+from gateway.facerecognition import Bws3Error, bws3_score, face_of, image_errors, image_properties
 
 DIRECTIONS = ("up", "down", "left", "right")
 PASSIVE_NOT_AVAILABLE = messages.JobError(
@@ -43,6 +44,13 @@ LIVENESS_CODES = {  # the classic decision's codes, as BWS 3 reports them
                                 "The head did not move in the direction it was asked to."),
     "NotEnoughSamples": ("NotEnoughSamples", "Both images must hold one usable face."),
 }
+
+
+def liveness_errors(errors: Sequence[common_pb2.JobError]) -> list[messages.JobError]:
+    """The liveness service's errors in BWS 3's words (``LIVENESS_CODES``); others as they are."""
+    return [messages.JobError(error_code=LIVENESS_CODES.get(e.error_code, (e.error_code, ""))[0],
+                              message=LIVENESS_CODES.get(e.error_code, ("", ""))[1] or e.message)
+            for e in errors]
 
 
 def _live_images(sent: list[messages.ImageData]) -> list[messages.ImageData]:
@@ -87,9 +95,7 @@ async def _liveness(backends: Backends, images: list[InlineImage], sent: list[me
         face = properties[1].faces[0]
         face.motion_liveness_score = round(reply.liveness_score, 4)
         face.movement_direction = movement_direction(reply.pairs[0])
-    errors = [messages.JobError(error_code=LIVENESS_CODES.get(e.error_code, (e.error_code, ""))[0],
-                                message=LIVENESS_CODES.get(e.error_code, ("", e.message))[1] or e.message)
-              for e in reply.errors]
+    errors = liveness_errors(reply.errors)
     if not reply.live and not errors:
         errors = [messages.JobError(error_code="RejectedByActiveLiveDetection", message=LIVENESS_CODES[
             "LiveDetectionFailed"][1])]
@@ -120,21 +126,11 @@ async def video_liveness_detection(backends: Backends, client: App,
     for frame in reply.frames:
         taken = messages.ImageProperties(frame_number=frame.frame_number)
         if frame.HasField("face"):
-            eyes = frame.face
-            taken.faces.append(messages.Face(
-                right_eye=messages.PointD(x=eyes.eye_on_left.x, y=eyes.eye_on_left.y),
-                left_eye=messages.PointD(x=eyes.eye_on_right.x, y=eyes.eye_on_right.y),
-                motion_liveness_score=round(reply.liveness_score, 4) if frame.used else 0.0))
+            taken.faces.append(face_of(frame.face, round(reply.liveness_score, 4) if frame.used else 0.0))
         properties.append(taken)
-    errors = [messages.JobError(error_code=LIVENESS_CODES.get(e.error_code, (e.error_code, ""))[0],
-                                message=LIVENESS_CODES.get(e.error_code, ("", e.message))[1] or e.message)
-              for e in reply.errors]
+    errors = liveness_errors(reply.errors)
     return bws_pb2.LivenessDetectionResponse(status=messages.SUCCEEDED, errors=errors, image_properties=properties,
                                              live=reply.live, liveness_score=round(reply.liveness_score, 4))
-
-
-def photo_score(cosine: float) -> float:
-    return round((1.0 + cosine) / 2.0, 6)
 
 
 async def photo_verify(backends: Backends, client: App, request: bws_pb2.PhotoVerifyRequest
@@ -166,6 +162,6 @@ async def photo_verify(backends: Backends, client: App, request: bws_pb2.PhotoVe
     if reply.errors:
         response.errors.extend(messages.JobError(error_code=e.error_code, message=e.message) for e in reply.errors)
         return response
-    response.verification_score = photo_score(reply.score)
+    response.verification_score = bws3_score(reply.score)
     response.verification_level = reply.level  # type: ignore[assignment]
     return response

@@ -199,10 +199,8 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
     ``InlineImage`` per image, in order; the samples are deleted when the block ends, whatever
     happened. Bytes that are not an image of an allowed format and size are not stored: their
     inspection says InvalidSampleData."""
-    job = "call-" + secrets.token_hex(12)
-    stored: list[str] = []
 
-    async def store_and_inspect(index: int, blob: bytes) -> InlineImage:
+    async def store_and_inspect(job: str, stored: list[str], index: int, blob: bytes) -> InlineImage:
         try:
             if images.sniff(blob) is None:
                 raise images.InvalidImage("The data is not a PNG, JPEG, BMP, GIF or TIFF image.")
@@ -222,32 +220,36 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
             await prepare_sample(backends, ref, inspection.aligned_face)
         return InlineImage(ref, inspection)
 
-    failed = True
-    try:
-        yield list(await asyncio.gather(*(store_and_inspect(i, blob) for i, blob in enumerate(data))))
-        failed = False
-    finally:
-        # After a failure a write may still land (a stalled store carries out what sat in its
-        # socket): then the images are deleted again and again for a while (UnwantedSamples).
-        for key in stored:
-            backends.background.spawn(backends.unwanted_samples.delete(
-                job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
+    async with _call_job(backends) as (job, stored):
+        yield list(await asyncio.gather(*(store_and_inspect(job, stored, i, blob) for i, blob in enumerate(data))))
 
 
 @contextlib.asynccontextmanager
 async def inline_video(backends: Backends, data: bytes) -> AsyncIterator[str]:
     """Store a video sent inside a call for the call's duration; yields its key. It is deleted
     as a call's images are (again for a while after a failure)."""
-    job = "call-" + secrets.token_hex(12)
-    key = backends.store.new_sample_key(job, 0, "any")
-    failed = True
-    try:
+    async with _call_job(backends) as (job, stored):
+        key = backends.store.new_sample_key(job, 0, "any")
+        stored.append(key)
         await backends.storage(backends.store.put, key, data, "application/octet-stream")
         yield key
+
+
+@contextlib.asynccontextmanager
+async def _call_job(backends: Backends) -> AsyncIterator[tuple[str, list[str]]]:
+    """A one-off job for what a call sends (``uploads/call-.../``), and the list of keys stored
+    for it, which are deleted when the block ends. After a failure a write may still land (a
+    stalled store carries out what sat in its socket): then they are deleted again and again
+    for a while (``UnwantedSamples``); the bucket's expiry rule removes what is left."""
+    job, failed = "call-" + secrets.token_hex(12), True
+    stored: list[str] = []
+    try:
+        yield job, stored
         failed = False
     finally:
-        backends.background.spawn(backends.unwanted_samples.delete(
-            job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
+        for key in stored:
+            backends.background.spawn(backends.unwanted_samples.delete(
+                job, key, time.time() + INLINE_RETRY_SECONDS, failed_write=failed))
 
 
 async def prepare_sample(backends: Backends, ref: common_pb2.SampleRef, aligned_face: bytes) -> None:

@@ -273,14 +273,12 @@ def _parse(raw: Any, message: Request) -> Request:
 
 
 def _class_id(request: web.Request) -> int:
-    raw = request.match_info.get("classId", "")
+    """The path's class id as an int64 (``facerecognition.bcid`` refuses one that is not positive)."""
     try:
-        value = int(raw)
+        value = int(request.match_info.get("classId", ""))
     except ValueError:
-        raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT, "A positive number is required for the class ID.") from None
-    if not 0 < value <= 2**63 - 1:
-        raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT, "A positive number is required for the class ID.")
-    return value
+        value = 0
+    return value if 0 < value <= 2**63 - 1 else 0  # 0: refused, with BioID's message, by bcid()
 
 
 async def _json_body(request: web.Request) -> Any:

@@ -87,12 +87,16 @@ def image_properties(image: InlineImage) -> messages.ImageProperties:
         messages.QualityAssessment(check=warning, score=0.0, message=f"The image failed the check {warning}.")
         for warning in inspection.warnings])
     if inspection.HasField("face"):
-        face = inspection.face
-        # BioID's convention (images are taken to be mirrored): the right eye is the image's left one.
-        properties.faces.append(messages.Face(
-            right_eye=messages.PointD(x=face.eye_on_left.x, y=face.eye_on_left.y),
-            left_eye=messages.PointD(x=face.eye_on_right.x, y=face.eye_on_right.y)))
+        properties.faces.append(face_of(inspection.face))
     return properties
+
+
+def face_of(box: common_pb2.FaceBox, motion_liveness_score: float = 0.0) -> messages.Face:
+    """A found face as BWS 3 reports it. BioID's convention (images are taken to be mirrored):
+    the right eye is the one on the image's left."""
+    return messages.Face(right_eye=messages.PointD(x=box.eye_on_left.x, y=box.eye_on_left.y),
+                         left_eye=messages.PointD(x=box.eye_on_right.x, y=box.eye_on_right.y),
+                         motion_liveness_score=motion_liveness_score)
 
 
 def image_errors(images: Sequence[InlineImage]) -> list[messages.JobError]:

@@ -194,32 +194,25 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     def _judge_video(self, engine: LivenessEngine, data: bytes) -> liveness_pb2.CheckVideoLivenessReply:
         reply = liveness_pb2.CheckVideoLivenessReply(status=common_pb2.JOB_STATUS_SUCCEEDED)
         try:
-            frames = video.sample_frames(data)
+            seen = video.judge(data, engine.detector, engine.landmarker, min_face_size=self.settings.min_face_size_px,
+                               mirrored=self.settings.mirrored_frames, thresholds=self.settings.thresholds)
         except video.InvalidVideo as error:
             reply.errors.append(_error("InvalidVideo", str(error)))
             return reply
-        meshes: list[FaceMesh | None] = []
-        for frame in frames:
-            found = inspection.inspect(frame.image, engine.detector, self.settings.min_face_size_px)
-            taken = reply.frames.add(frame_number=frame.number)
-            if found.face is not None:
-                taken.face.CopyFrom(_face_box(found.face))
-            meshes.append(engine.landmarker.mesh(frame.image, found.face) if found.accepted and found.face else None)
-        chosen = video.widest_poses(meshes)
-        if len(chosen) < 2:
-            reply.errors.append(_error("FailureToAcquire", f"{len(chosen)} of the {len(frames)} frames taken from "
-                                                           "the video hold one usable face; at least 2 are needed."))
+        for index, (frame, face) in enumerate(zip(seen.frames, seen.faces, strict=True)):
+            taken = reply.frames.add(frame_number=frame.number, used=index in seen.used)
+            if face is not None:
+                taken.face.CopyFrom(_face_box(face))
+        if seen.decision is None:
+            reply.errors.append(_error("FailureToAcquire", f"{len(seen.used)} of the {len(seen.frames)} frames "
+                                                           "taken from the video hold one usable face; at least 2 "
+                                                           "are needed."))
             return reply
-        decision = liveness.decide([meshes[i] for i in chosen], ["any"] * len(chosen), expected_directions=None,
-                                   mirrored=self.settings.mirrored_frames, thresholds=self.settings.thresholds)
-        LIVENESS_DECISIONS.labels(decision.error_code or "Live").inc()
-        for i in chosen:
-            reply.frames[i].used = True
-        reply.live, reply.liveness_score = decision.live, decision.score
-        if decision.error_code:
-            reply.errors.append(_error(decision.error_code, decision.message))
-        log.info("video liveness: live=%s frames=%d usable=%d", decision.live, len(frames),
-                 sum(m is not None for m in meshes))
+        LIVENESS_DECISIONS.labels(seen.decision.error_code or "Live").inc()
+        reply.live, reply.liveness_score = seen.decision.live, seen.decision.score
+        if seen.decision.error_code:
+            reply.errors.append(_error(seen.decision.error_code, seen.decision.message))
+        log.info("video liveness: live=%s frames=%d used=%d", seen.decision.live, len(seen.frames), len(seen.used))
         return reply
 
     def _analyze_all(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceAnalysis | None]:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bws.faces import FaceMesh
+from bws.faces import Face, FaceDetector, FaceLandmarker, FaceMesh
+from bws.settings import LivenessThresholds
+from liveness_service import inspection, liveness
 
 MAX_PIXELS = 3840 * 2160
 MAX_FRAMES_READ = 900
@@ -36,6 +38,36 @@ MAX_SIDE = 1280
 
 class InvalidVideo(ValueError):
     """The data is not a video this service can read, or it is too large; the message says why."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the video showed: the frames taken, the face found in each, the ones the decision
+    used, and the decision (None: fewer than two frames with a usable face)."""
+
+    frames: list[Frame]
+    faces: list[Face | None]
+    used: list[int]
+    decision: liveness.LivenessDecision | None
+
+
+def judge(data: bytes, detector: FaceDetector, landmarker: FaceLandmarker, *, min_face_size: float,
+          mirrored: bool, thresholds: LivenessThresholds) -> Judgement:
+    """Sample the video, inspect each frame as an upload is inspected, and decide on the usable
+    frames whose poses differ most. Raises InvalidVideo."""
+    frames = sample_frames(data)
+    faces: list[Face | None] = []
+    meshes: list[FaceMesh | None] = []
+    for frame in frames:
+        found = inspection.inspect(frame.image, detector, min_face_size)
+        faces.append(found.face)
+        meshes.append(landmarker.mesh(frame.image, found.face) if found.accepted and found.face else None)
+    used = widest_poses(meshes, DECIDED_FRAMES)
+    if len(used) < 2:
+        return Judgement(frames, faces, used, None)
+    decision = liveness.decide([meshes[i] for i in used], ["any"] * len(used), expected_directions=None,
+                               mirrored=mirrored, thresholds=thresholds)
+    return Judgement(frames, faces, used, decision)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bws.faces import FaceDetector, FaceLandmarker
 from bws.settings import LivenessThresholds
-from liveness_service import inspection, liveness, video
+from liveness_service import video
 from tests.facegen.render import ATTACKS, camera, face_engine, rig_for, source_photo
 
 RESULTS = Path(__file__).parent / "results" / "video.md"
@@ -59,20 +60,10 @@ def live_video(photo: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
             for yaw, pitch in zip(yaws, pitches, strict=True)]
 
 
-def judge(data: bytes, detector: object, landmarker: object) -> tuple[bool, str]:
-    """The liveness service's video path (server.LivenessServicer._judge_video) on one video."""
-    frames = video.sample_frames(data)
-    meshes = []
-    for frame in frames:
-        found = inspection.inspect(frame.image, detector, 40)  # type: ignore[arg-type]
-        meshes.append(landmarker.mesh(frame.image, found.face)  # type: ignore[attr-defined]
-                      if found.accepted and found.face else None)
-    chosen = video.widest_poses(meshes, video.DECIDED_FRAMES)
-    if len(chosen) < 2:
-        return False, "FailureToAcquire"
-    decision = liveness.decide([meshes[i] for i in chosen], ["any"] * len(chosen), expected_directions=None,
-                               mirrored=True, thresholds=LivenessThresholds())
-    return decision.live, decision.error_code or "Live"
+def judge(data: bytes, detector: FaceDetector, landmarker: FaceLandmarker) -> bool:
+    """The liveness service's own video path on one video, at the shipped thresholds."""
+    seen = video.judge(data, detector, landmarker, min_face_size=40, mirrored=True, thresholds=LivenessThresholds())
+    return seen.decision is not None and seen.decision.live
 
 
 def main() -> None:
@@ -96,7 +87,7 @@ def main() -> None:
                 frames = live_video(photo, rng) if kind == "bona fide" else ATTACKS[kind](photo, FRAMES, rng)
                 data = encode(frames)
                 began = time.perf_counter()
-                live, _ = judge(data, detector, landmarker)
+                live = judge(data, detector, landmarker)
                 times.append((time.perf_counter() - began) * 1000)
                 outcomes.setdefault(kind, []).append(live)
     bona_fide = outcomes.pop("bona fide")
