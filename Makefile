@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml uv.lock deploy/uv.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r deploy/uv.txt
 	$(BIN)/uv sync --frozen --inexact --quiet
+	printf '#!/bin/sh\nexec "$$(dirname "$$0")/python" -m bws.admin "$$@"\n' > $(BIN)/bws-admin
+	chmod +x $(BIN)/bws-admin
 	touch $@
 
 # After a change of pyproject.toml's dependencies: resolve again and write uv.lock.

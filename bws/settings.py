@@ -106,6 +106,9 @@ class StorageSettings:
     # BWS_S3_TIMEOUT_SECONDS: how long one request waits for the store to answer. A store that
     # stalls (accepts connections, never answers) then fails a call within that, not a minute.
     timeout_seconds: float = 5.0
+    # BWS_AUDIT_RETENTION_DAYS: how long the audit trail (audit/) is kept; the bucket's
+    # lifecycle rule deletes older records.
+    audit_retention_days: int = 365
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StorageSettings:
@@ -119,6 +122,7 @@ class StorageSettings:
             upload_expiry_days=_int(env, "BWS_UPLOAD_EXPIRY_DAYS", 1, low=1),
             share_analyses=_bool(env, "BWS_SHARE_ANALYSES", False),
             timeout_seconds=_float(env, "BWS_S3_TIMEOUT_SECONDS", 5.0),
+            audit_retention_days=_int(env, "BWS_AUDIT_RETENTION_DAYS", 365, low=1),
         )
 
 
@@ -127,7 +131,7 @@ class App:
     """A client application allowed to use the service (BWS "App ID" and secret)."""
 
     app_id: str
-    secret: str = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)  # the newest first; more than one during a rotation
     storage: str  # the BCID storage name the app may use, e.g. "bws"
     partitions: tuple[int, ...] | None  # partitions the app may use; None = any
     allowed_origins: tuple[str, ...] = ()  # origins the capture page may redirect back to
@@ -135,6 +139,11 @@ class App:
     # of ``storage`` its class ids live in. No keys: the app is not a BWS 3 client.
     client_keys: tuple[bytes, ...] = field(default=(), repr=False)
     bws3_partition: int = 0
+
+    @property
+    def secret(self) -> str:
+        """The newest secret (the one to hand out)."""
+        return self.secrets[0]
 
     def may_use(self, storage: str, partition: int) -> bool:
         return storage == self.storage and (self.partitions is None or partition in self.partitions)
@@ -170,6 +179,9 @@ def parse_apps(raw: str) -> tuple[App, ...]:
     """``BWS_APPS``: a JSON list of ``{"id", "secret", "storage", "partitions"?,
     "allowed_origins"?, "bws3"?}`` objects.
 
+    ``secret`` is a string, or a list of them during a rotation (each is accepted; the first is
+    the newest). ``bws-admin app create`` and ``app rotate`` write these entries.
+
     ``partitions`` is a list of integers; leave it out (or use "*") to allow any partition.
     ``bws3`` makes the app a BWS 3 client: ``{"keys": [base64 of >= 32 bytes, ...],
     "partition": N}``; its class ids are those of ``storage``/N.
@@ -186,7 +198,7 @@ def parse_apps(raw: str) -> tuple[App, ...]:
             apps.append(
                 App(
                     app_id=str(item["id"]),
-                    secret=str(item["secret"]),
+                    secrets=_secrets(item["secret"]),
                     storage=str(item["storage"]),
                     partitions=partitions,
                     allowed_origins=tuple(str(o) for o in item.get("allowed_origins", [])),
@@ -199,9 +211,19 @@ def parse_apps(raw: str) -> tuple[App, ...]:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise SettingsError(f"BWS_APPS is not a valid app list: {error}") from None
     for app in apps:
-        if len(app.secret) < 16:
-            raise SettingsError(f"BWS_APPS: the secret of app {app.app_id!r} is shorter than 16 characters")
+        if any(len(secret) < 16 for secret in app.secrets):
+            raise SettingsError(f"BWS_APPS: a secret of app {app.app_id!r} is shorter than 16 characters")
+    ids = [app.app_id for app in apps]
+    if len(set(ids)) != len(ids):
+        raise SettingsError("BWS_APPS: two apps have the same id")
     return tuple(apps)
+
+
+def _secrets(raw: object) -> tuple[str, ...]:
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, str) for v in values):
+        raise ValueError("secret must be a string or a non-empty list of strings")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -243,6 +265,9 @@ class GatewaySettings:
     jwt_max_lifetime_seconds: int = 3600  # BWS_JWT_MAX_LIFETIME_SECONDS
     jwt_leeway_seconds: int = 30  # BWS_JWT_LEEWAY_SECONDS
     max_request_bytes: int = 16 * 1024 * 1024  # BWS_MAX_REQUEST_BYTES
+    # BWS_AUDIT_FLUSH_SECONDS: audit records are written to the store in a batch this often
+    # (and at a stop); a killed gateway loses at most this much of the trail (bws/audit.py).
+    audit_flush_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -277,6 +302,7 @@ class GatewaySettings:
             jwt_max_lifetime_seconds=_int(env, "BWS_JWT_MAX_LIFETIME_SECONDS", 3600, low=1),
             jwt_leeway_seconds=_int(env, "BWS_JWT_LEEWAY_SECONDS", 30),
             max_request_bytes=_int(env, "BWS_MAX_REQUEST_BYTES", 16 * 1024 * 1024, low=1024),
+            audit_flush_seconds=_float(env, "BWS_AUDIT_FLUSH_SECONDS", 2.0),
         )
 
 
@@ -373,6 +399,9 @@ class EnrollSettings:
 
     storage: StorageSettings
     template_key: bytes = _secret()  # BWS_TEMPLATE_KEY: base64 of 32 random bytes (AES-256-GCM)
+    # BWS_TEMPLATE_READ_KEYS: comma list of further template keys, used only to read: the old
+    # key while ``bws-admin keys rotate`` re-seals templates with the new one (docs/operating.md).
+    template_read_keys: tuple[bytes, ...] = _secret(default=())
     listen: str = "127.0.0.1:50052"  # BWS_ENROLL_LISTEN
     metrics_listen: str = "127.0.0.1:9102"  # BWS_ENROLL_METRICS_LISTEN: Prometheus /metrics ("off" = none)
     max_template_images: int = 20  # BWS_MAX_TEMPLATE_IMAGES: the newest embeddings kept per class
@@ -393,16 +422,11 @@ class EnrollSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
-        raw_key = _get(env, "BWS_TEMPLATE_KEY")
-        try:
-            key = base64.b64decode(raw_key, validate=True)
-        except binascii.Error:
-            raise SettingsError("BWS_TEMPLATE_KEY must be base64") from None
-        if len(key) != 32:
-            raise SettingsError("BWS_TEMPLATE_KEY must decode to exactly 32 bytes")
         return cls(
             storage=StorageSettings.from_env(env),
-            template_key=key,
+            template_key=template_key(_get(env, "BWS_TEMPLATE_KEY"), "BWS_TEMPLATE_KEY"),
+            template_read_keys=tuple(template_key(raw.strip(), "BWS_TEMPLATE_READ_KEYS")
+                                     for raw in env.get("BWS_TEMPLATE_READ_KEYS", "").split(",") if raw.strip()),
             listen=_get(env, "BWS_ENROLL_LISTEN", "127.0.0.1:50052"),
             metrics_listen=_get(env, "BWS_ENROLL_METRICS_LISTEN", "127.0.0.1:9102"),
             max_template_images=_int(env, "BWS_MAX_TEMPLATE_IMAGES", 20, low=1),
@@ -414,6 +438,17 @@ class EnrollSettings:
             store_thumbnails=_bool(env, "BWS_STORE_THUMBNAILS", True),
             photo_level_thresholds=_levels(env),
         )
+
+
+def template_key(raw: str, name: str) -> bytes:
+    """A template key: base64 of exactly 32 bytes (AES-256)."""
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        raise SettingsError(f"{name} must be base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"{name} must decode to exactly 32 bytes")
+    return key
 
 
 def _levels(env: Mapping[str, str]) -> tuple[float, ...]:

@@ -16,9 +16,12 @@ upload, whose bytes the gateway sends along to the inspection while it stores th
 - ``templates/{storage}/{partition}/{class_id}`` — an encrypted biometric template.
 - ``indexes/{storage}/{partition}/log/{nanos}-{random}-{class_id}`` — the change log that keeps
   every enrollment service replica's in-memory search index current (see enroll_service/matching.py).
+- ``audit/{date}/{hour}/{nanos}-{random}.jsonl`` — the audit trail, append-only (bws/audit.py).
+- ``admin/...`` — the progress of long admin work, to resume it (``bws-admin keys rotate``).
 
 A lifecycle rule expires ``uploads/`` and ``tokens/`` after a day, so abandoned
-samples do not linger, and change-log entries after ``INDEX_LOG_EXPIRY_DAYS``. Atomic creation
+samples do not linger, change-log entries after ``INDEX_LOG_EXPIRY_DAYS`` and audit records
+after ``BWS_AUDIT_RETENTION_DAYS``. Atomic creation
 uses S3 conditional writes (``If-None-Match: *`` and ``If-Match: <etag>``), which MinIO and
 SeaweedFS both honour.
 """
@@ -52,6 +55,8 @@ TOKENS = "tokens/"
 TEMPLATES = "templates/"
 THUMBNAILS = "thumbnails/"
 INDEXES = "indexes/"
+AUDIT = "audit/"
+ADMIN = "admin/"
 # Running replicas read the change log as it grows (before each search); a replica that has
 # not read it for half this time builds its index from the templates instead. So old entries
 # can go, and the log does not grow with every enrollment ever made.
@@ -163,7 +168,8 @@ class ObjectStore:
                     if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
             days = self.settings.upload_expiry_days
-            expiry = {UPLOADS: days, TOKENS: days, INDEXES: INDEX_LOG_EXPIRY_DAYS}
+            expiry = {UPLOADS: days, TOKENS: days, INDEXES: INDEX_LOG_EXPIRY_DAYS,
+                      AUDIT: self.settings.audit_retention_days}
             rules = [
                 Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=f"expire-{prefix[:-1]}",
                      expiration=Expiration(days=after))
@@ -240,9 +246,29 @@ class ObjectStore:
 
     def list_keys(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys under ``prefix`` in lexicographic order (after ``start_after``, when given)."""
+        return list(self.iter_keys(prefix, start_after))
+
+    def iter_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """``list_keys`` one page (1,000 keys) at a time: memory does not grow with the count."""
         with _unavailable_on_error("list objects"):
-            objects = self.client.list_objects(self.bucket, prefix, recursive=True, start_after=start_after)
-            return [o.object_name for o in objects if o.object_name]
+            for listed in self.client.list_objects(self.bucket, prefix, recursive=True, start_after=start_after):
+                if listed.object_name:
+                    yield listed.object_name
+
+    def get_range(self, key: str, length: int) -> bytes | None:
+        """The first ``length`` bytes of an object (None when it does not exist)."""
+        with _unavailable_on_error("read an object"):
+            try:
+                response = self.client.get_object(self.bucket, key, offset=0, length=length)
+            except S3Error as error:
+                if error.code in ("NoSuchKey", "NoSuchObject"):
+                    return None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
     # -- samples ------------------------------------------------------------------------
 

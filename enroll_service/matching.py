@@ -116,6 +116,14 @@ class PartitionIndex:
                 if scores[i] >= threshold and scores[i] > -np.inf]
 
 
+def record_change(store: ObjectStore, class_id: str) -> None:
+    """Append a change-log entry after a template of ``class_id`` was written or deleted (by
+    the service, or by a restore): every replica's index reloads the class."""
+    storage, partition, number = class_id.split("/")
+    entry = f"{INDEXES}{storage}/{partition}/log/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{number}"
+    store.put(entry, b"", "text/plain")
+
+
 @dataclass
 class _Cached:
     index: PartitionIndex
@@ -136,9 +144,7 @@ class IndexCache:
 
     def record_change(self, class_id: str) -> None:
         """Append a change-log entry after a template of ``class_id`` was written or deleted."""
-        storage, partition, number = class_id.split("/")
-        entry = f"{INDEXES}{storage}/{partition}/log/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{number}"
-        self.store.put(entry, b"", "text/plain")
+        record_change(self.store, class_id)
 
     def search(self, storage: str, partition: int, probe: np.ndarray, top_k: int, threshold: float,
                tags: Sequence[str] = ()) -> tuple[list[tuple[str, float]], int, int]:

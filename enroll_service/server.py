@@ -91,7 +91,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.settings = settings
         self.store = store
         self.encoder = ENCODERS[settings.encoder_version]
-        self.templates = TemplateStore(store, settings.template_key, self.encoder)
+        self.templates = TemplateStore(store, settings.template_key, self.encoder, settings.template_read_keys)
         self.indexes = IndexCache(store, self.templates)
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample

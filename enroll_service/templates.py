@@ -8,11 +8,19 @@ conditional on the ETag that was read, and a lost race is retried.
 Beside it (``thumbnails/{class}``, sealed the same way, read only when asked for) are the
 template's thumbnails: the aligned face crops its embeddings were computed from, as PNG. They
 are what a template is re-computed from when the encoder changes (BWS 3's "upgrade").
+
+Every sealed object names the key that sealed it (``key_id``: 8 bytes of a hash of the key,
+which tells nothing about it), so that the key can be rotated online: the service writes with
+``BWS_TEMPLATE_KEY`` and reads with it or any of ``BWS_TEMPLATE_READ_KEYS``, and
+``bws-admin keys rotate`` re-seals what another key sealed (``TemplateStore.reseal``). Objects
+written before key ids existed (``BWT1``) are opened with whichever configured key fits.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import os
 import time
@@ -24,10 +32,22 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bws.faces import DEFAULT_ENCODER, ENCODER_NAME, ENCODER_VERSION, Encoder
-from bws.storage import ObjectStore, PreconditionFailed, class_key, thumbnails_key
+from bws.storage import TEMPLATES, THUMBNAILS, ObjectStore, PreconditionFailed, class_key, thumbnails_key
 
-_MAGIC = b"BWT1"
+_LEGACY = b"BWT1"  # magic, nonce, ciphertext: no key id
+_MAGIC = b"BWT2"  # magic, key id (8 bytes), nonce, ciphertext
 _WRITE_ATTEMPTS = 8
+
+
+def key_id(key: bytes) -> str:
+    """The id of a template key, as sealed objects record it (hex): a hash, not the key."""
+    return hashlib.sha256(b"bws template key id\0" + key).digest()[:8].hex()
+
+
+def sealed_key_id(blob: bytes) -> str | None:
+    """The id of the key that sealed ``blob`` (its first 12 bytes suffice); None when the
+    object predates key ids."""
+    return blob[4:12].hex() if blob.startswith(_MAGIC) else None
 
 
 class TemplateError(RuntimeError):
@@ -58,31 +78,47 @@ class Thumbnail:
 
 
 class _Sealed:
-    """AES-256-GCM with the class id (and what the object is) as associated data."""
+    """AES-256-GCM with the class id (and what the object is) as associated data; seals with
+    the first key, opens with the key the object names."""
 
-    def __init__(self, key: bytes, purpose: str = "") -> None:
-        self._aead = AESGCM(key)
+    def __init__(self, keys: tuple[bytes, ...], purpose: str = "") -> None:
+        self._keys = {key_id(key): AESGCM(key) for key in reversed(keys)}  # the first key wins a clash
+        self.current = key_id(keys[0])
         self._purpose = purpose
 
     def seal(self, class_id: str, plain: bytes) -> bytes:
         nonce = os.urandom(12)
-        return _MAGIC + nonce + self._aead.encrypt(nonce, plain, (class_id + self._purpose).encode())
+        aad = (class_id + self._purpose).encode()
+        return _MAGIC + bytes.fromhex(self.current) + nonce + self._keys[self.current].encrypt(nonce, plain, aad)
 
     def open(self, class_id: str, blob: bytes) -> bytes:
+        aad = (class_id + self._purpose).encode()
+        if blob.startswith(_LEGACY):  # no key id: whichever key fits
+            for aead in self._keys.values():
+                with contextlib.suppress(InvalidTag):
+                    return aead.decrypt(blob[4:16], blob[16:], aad)
+            raise TemplateError(f"the template of {class_id} does not decrypt with the configured keys")
         if not blob.startswith(_MAGIC):
             raise TemplateError(f"the template of {class_id} has an unknown format")
+        found = self._keys.get(blob[4:12].hex())
+        if found is None:
+            raise TemplateError(f"the template of {class_id} was sealed with key {blob[4:12].hex()}, which is "
+                                "neither BWS_TEMPLATE_KEY nor one of BWS_TEMPLATE_READ_KEYS")
         try:
-            return self._aead.decrypt(blob[4:16], blob[16:], (class_id + self._purpose).encode())
+            return found.decrypt(blob[12:24], blob[24:], aad)
         except InvalidTag:
-            raise TemplateError(f"the template of {class_id} does not decrypt with the configured key") from None
+            raise TemplateError(f"the template of {class_id} does not decrypt (tampered with?)") from None
 
 
 class TemplateStore:
-    def __init__(self, store: ObjectStore, key: bytes, encoder: Encoder = DEFAULT_ENCODER) -> None:
+    def __init__(self, store: ObjectStore, key: bytes, encoder: Encoder = DEFAULT_ENCODER,
+                 read_keys: tuple[bytes, ...] = ()) -> None:
+        """``key`` seals what is written; it and ``read_keys`` open what is read."""
         self.store = store
         self.encoder = encoder
-        self._sealed = _Sealed(key)
-        self._sealed_thumbnails = _Sealed(key, "#thumbnails")
+        self._sealed = _Sealed((key, *read_keys))
+        self._sealed_thumbnails = _Sealed((key, *read_keys), "#thumbnails")
+        self.key_id = self._sealed.current
 
     def is_current(self, template: Template) -> bool:
         """Whether the template's embeddings can be compared with this service's."""
@@ -163,6 +199,40 @@ class TemplateStore:
         existed = self.store.exists(class_key(class_id))
         self.store.delete([class_key(class_id), thumbnails_key(class_id)])
         return existed
+
+    def reseal(self, key: str) -> bool:
+        """Seal a template or thumbnails object (``templates/...`` or ``thumbnails/...``) with
+        the current key if another key sealed it, unless it changed meanwhile (then again);
+        whether it was re-sealed. Used by ``bws-admin keys rotate``, while the service runs."""
+        sealed, class_id = self._sealer(key)
+        for _ in range(_WRITE_ATTEMPTS):
+            found = self.store.get_with_etag(key)
+            if found is None or sealed_key_id(found[0]) == sealed.current:
+                return False
+            blob = sealed.seal(class_id, sealed.open(class_id, found[0]))
+            try:
+                self.store.put_conditional(key, blob, if_match=found[1])
+            except PreconditionFailed:
+                continue
+            return True
+        raise TemplateError(f"the object {key} is changing too often to re-seal")
+
+    def open_object(self, key: str, blob: bytes) -> bytes:
+        """The plain JSON of a sealed template or thumbnails object (backups)."""
+        sealed, class_id = self._sealer(key)
+        return sealed.open(class_id, blob)
+
+    def seal_object(self, key: str, plain: bytes) -> bytes:
+        """Seal the plain JSON of a template or thumbnails object for ``key`` (restores)."""
+        sealed, class_id = self._sealer(key)
+        return sealed.seal(class_id, plain)
+
+    def _sealer(self, key: str) -> tuple[_Sealed, str]:
+        if key.startswith(TEMPLATES):
+            return self._sealed, key[len(TEMPLATES):]
+        if key.startswith(THUMBNAILS):
+            return self._sealed_thumbnails, key[len(THUMBNAILS):]
+        raise ValueError(f"{key} is neither a template nor thumbnails")
 
     # -- thumbnails --------------------------------------------------------------------------
 

@@ -25,12 +25,15 @@ def basic_app(request: web.Request) -> App:
         app_id, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise unauthorized("The Basic authorization header is malformed.", "Basic") from None
+    found = None
     for app in request.app[SETTINGS].apps:
-        # Compare every app's secret in constant time, so timing tells nothing about the ids.
-        if hmac.compare_digest(app.app_id.encode(), app_id.encode()) & hmac.compare_digest(
-            app.secret.encode(), secret.encode()
-        ):
-            return app
+        # Compare every app's secrets (several during a rotation) in constant time, so timing
+        # tells nothing about the ids.
+        same_id = hmac.compare_digest(app.app_id.encode(), app_id.encode())
+        if sum(hmac.compare_digest(known.encode(), secret.encode()) for known in app.secrets) & same_id:
+            found = app
+    if found is not None:
+        return found
     raise unauthorized("The App ID or secret is wrong.", "Basic")
 
 

@@ -13,7 +13,7 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bws import logs
+from bws.audit import AuditLog
 from bws.background import BackgroundTasks
 from bws.metrics import GATEWAY_ADMITTED, GATEWAY_REFUSED
 from bws.settings import GatewaySettings
@@ -238,6 +239,7 @@ class Backends:
     refused_samples: DeferredDrops = field(init=False)
     unwanted_samples: UnwantedSamples = field(init=False)
     refusals: logs.CountedEvents = field(init=False)
+    audit: AuditLog = field(init=False)  # the audit trail (bws/audit.py), written in batches
 
     def __post_init__(self) -> None:
         wait = self.settings.admission_wait_seconds
@@ -249,6 +251,25 @@ class Backends:
         self.refused_samples = DeferredDrops(self.calls, self.background, max_delay=1.0)
         self.unwanted_samples = UnwantedSamples(self.store, self.background, self.storage)
         self.refusals = logs.CountedEvents(log, "refused for overload (too many in flight)")
+        self.audit = AuditLog(self.store)
+
+    @contextlib.contextmanager
+    def audited(self, api: str, app: str, action: str, bcid: str | None) -> Iterator[dict[str, str]]:
+        """Record a call in the audit trail when it ends: with the outcome the block sets
+        (``ended["outcome"] = ...``), or else the error that ended it (``http 403``, a gRPC
+        status name, ``error``)."""
+        ended: dict[str, str] = {}
+        try:
+            yield ended
+        except Exception as error:
+            status = getattr(error, "status", None)  # ApiError
+            code = getattr(error, "code", None)  # Bws3Error (a StatusCode) or AioRpcError (a method)
+            code = code() if callable(code) else code
+            ended.setdefault("outcome", f"http {status}" if isinstance(status, int)
+                             else code.name if isinstance(code, grpc.StatusCode) else "error")
+            raise
+        finally:
+            self.audit.record(api, app, action, bcid, ended.get("outcome", "error"))
 
     def refused(self, kind: str) -> None:
         """Count a request refused for overload: the metric, and a line in the log now and then."""
@@ -340,9 +361,12 @@ async def backends_ctx(app: web.Application) -> AsyncIterator[None]:
     enroll = grpc.aio.insecure_channel(settings.enroll_address, options=options)
     app[BACKENDS] = Backends(settings, ObjectStore(settings.storage), liveness, enroll)
     janitor = asyncio.create_task(sweep_stale_samples(app[BACKENDS]))
+    auditor = asyncio.create_task(app[BACKENDS].audit.run(settings.audit_flush_seconds))
     yield
     janitor.cancel()
     await app[BACKENDS].background.finish()
+    auditor.cancel()  # it writes what is pending before it ends
+    await asyncio.gather(auditor, return_exceptions=True)
     app[BACKENDS].refusals.close()
     await liveness.close()
     await enroll.close()

@@ -13,7 +13,8 @@ The token-authorized calls share one flow (``run``), so every call behaves the s
    those no earlier try used, ``tokens.assign_challenges``) when the token or
    ``?livedetection=true`` asks for it — the flag can switch liveness on, never off;
 4. run the call's own work over gRPC (``perform``);
-5. record the outcome for ``/extension/result``, reply, and delete the samples whatever happened.
+5. record the outcome for ``/extension/result`` and in the audit trail, reply, and delete the
+   samples whatever happened.
 
 Expected failures are 200 replies ``{"Success": false, "Error": ...}``. When a service refuses
 the work for overload, the reply is ``ExecutionOfJobTimedOut`` and the try is given back. When
@@ -80,12 +81,14 @@ async def run(request: web.Request, *, kind: int, action: str, root: str, perfor
     live = kind == tokens.TASK_LIVENESS_ONLY or claims.requires_liveness or bool(
         flag(request, "livedetection", False))
     backends = request.app[BACKENDS]
-    if not await backends.calls.enter():
-        return await refuse_busy(request, backends, claims, action, root)
-    try:
-        return await _run_admitted(request, backends, claims, live, action, root, perform)
-    finally:
-        backends.calls.leave()
+    with backends.audited("classic", claims.app_id, action, str(claims.bcid) if claims.bcid else None) as ended:
+        if not await backends.calls.enter():
+            ended["outcome"] = "ExecutionOfJobTimedOut"
+            return await refuse_busy(request, backends, claims, action, root)
+        try:
+            return await _run_admitted(request, backends, claims, live, action, root, perform, ended)
+        finally:
+            backends.calls.leave()
 
 
 async def refuse_busy(request: web.Request, backends: Backends, claims: tokens.Token, action: str,
@@ -113,7 +116,7 @@ async def _drop_samples(backends: Backends, claims: tokens.Token, uploaded_befor
 
 
 async def _run_admitted(request: web.Request, backends: Backends, claims: tokens.Token, live: bool, action: str,
-                        root: str, perform: Perform) -> web.Response:
+                        root: str, perform: Perform, ended: dict[str, str]) -> web.Response:
     await backends.refused_samples.settle(claims.token_id)  # an earlier refused call's samples go first
     claimed = await backends.storage(backends.store.claim_try, claims.token_id, claims.maxtries,
                                      backends.unwanted_samples.of(claims.token_id))
@@ -148,7 +151,8 @@ async def _run_admitted(request: web.Request, backends: Backends, claims: tokens
             await _release(backends, samples)
         raise
     # The outcome, never the BCID or a score: biometric outcomes per person stay out of routine logs.
-    log.info("%s: %s", action, "succeeded" if result.get("Success") else result.get("Error", "not recognized"))
+    ended["outcome"] = "succeeded" if result.get("Success") else str(result.get("Error", "not recognized"))
+    log.info("%s: %s", action, ended["outcome"])
     record = {"Action": action, "BCID": str(claims.bcid) if claims.bcid else None, **result}
     # The outcome is recorded before the reply (the app asks /extension/result next); the
     # samples are deleted just after it, which the reply need not wait for.

@@ -115,6 +115,29 @@ def client_of(authorization: str, settings: GatewaySettings) -> App:
 async def perform(call: Call, backends: Backends, client: App, request: Message, with_images: bool) -> Message:
     """Run a call; the failures of what it calls become BWS 3 errors. A call that sends images
     takes a place among ``BWS_MAX_CONCURRENT_CALLS`` (UNAVAILABLE when none is free)."""
+    class_id = getattr(request, "classId", 0)
+    bcid = f"{client.storage}/{client.bws3_partition}/{class_id}" if class_id > 0 else None
+    with backends.audited("bws3", client.app_id, call.__name__, bcid) as ended:
+        reply = await _perform(call, backends, client, request, with_images)
+        ended["outcome"] = audit_outcome(reply)
+        return reply
+
+
+def audit_outcome(reply: Message) -> str:
+    """What the audit trail says of a call's reply: the decision, never a score."""
+    fields = {f.name for f in reply.DESCRIPTOR.fields}
+    if "performed_action" in fields:
+        return fr.FaceEnrollmentResponse.EnrollmentAction.Name(reply.performed_action)  # type: ignore[attr-defined]
+    if "verified" in fields:
+        return "verified" if reply.verified else "not verified"  # type: ignore[attr-defined]
+    if "verification_level" in fields:
+        return bws_pb2.PhotoVerifyResponse.AccuracyLevel.Name(reply.verification_level)  # type: ignore[attr-defined]
+    if "live" in fields:
+        return "live" if reply.live else "not live"  # type: ignore[attr-defined]
+    return "OK"
+
+
+async def _perform(call: Call, backends: Backends, client: App, request: Message, with_images: bool) -> Message:
     if with_images and not await backends.calls.enter():
         backends.refused("bws3 call")
         raise Bws3Error(grpc.StatusCode.UNAVAILABLE, "The server is too busy; try again shortly.")

@@ -207,9 +207,11 @@ async def deleteclass(request: web.Request) -> web.Response:
     app = basic_app(request)
     bcid = bcid_param(request, app)
     backends = request.app[BACKENDS]
-    reply = await backends.call(backends.enrollment.DeleteTemplate,
-                                enrollment_pb2.DeleteTemplateRequest(class_id=str(bcid)))
-    log.info("deleteclass: %s", "deleted" if reply.deleted else "nothing to delete")
+    with backends.audited("classic", app.app_id, "deleteclass", str(bcid)) as ended:
+        reply = await backends.call(backends.enrollment.DeleteTemplate,
+                                    enrollment_pb2.DeleteTemplateRequest(class_id=str(bcid)))
+        ended["outcome"] = "deleted" if reply.deleted else "nothing to delete"
+    log.info("deleteclass: %s", ended["outcome"])
     return web.Response(status=200)
 
 

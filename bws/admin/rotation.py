@@ -1,0 +1,92 @@
+"""Template key rotation, online: re-seal every template and thumbnails object with the current
+key (``BWS_TEMPLATE_KEY``) that another key (one of ``BWS_TEMPLATE_READ_KEYS``) sealed.
+
+The enrollment service keeps answering: it reads with either key and writes with the current
+one, and each object is re-sealed by a conditional write on the ETag just read, so a template
+the service changed meanwhile is read again, never overwritten with stale content
+(``TemplateStore.reseal``). Progress is kept in the store (``admin/key-rotation.json``, every
+``CHECKPOINT_EVERY`` objects): a run that crashed, or stopped at its ``limit``, resumes after
+the last object it recorded. When a pass is complete, ``key_census`` counts which key sealed
+each object (a 12-byte range read each), so the report says whether anything is left on an
+old key: only then may the old key be removed from the settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from bws.storage import ADMIN, TEMPLATES, THUMBNAILS, ObjectStore
+from enroll_service.templates import TemplateStore, sealed_key_id
+
+CHECKPOINT = ADMIN + "key-rotation.json"
+CHECKPOINT_EVERY = 200
+LEGACY = "none (written before key ids)"
+
+
+@dataclass
+class RotationReport:
+    key_id: str  # the current key's id
+    resealed: int = 0
+    current: int = 0  # already sealed with the current key
+    resumed_after: str | None = None
+    complete: bool = False
+    census: dict[str, int] = field(default_factory=dict)  # key id -> objects (after a complete pass)
+
+    @property
+    def left_on_other_keys(self) -> int:
+        return sum(count for key, count in self.census.items() if key != self.key_id)
+
+
+def _sealed_objects(store: ObjectStore, after: str | None = None) -> Iterator[str]:
+    for prefix in (TEMPLATES, THUMBNAILS):  # in key order: templates/ < thumbnails/
+        if after and after >= prefix + "\uffff":
+            continue
+        yield from store.iter_keys(prefix, start_after=after if after and after.startswith(prefix) else None)
+
+
+def key_census(store: ObjectStore, progress: Callable[[int], None] = lambda _: None) -> dict[str, int]:
+    """How many template and thumbnails objects each key sealed (by key id)."""
+    counts: Counter[str] = Counter()
+    for key in _sealed_objects(store):
+        head = store.get_range(key, 12)
+        if head is not None:
+            counts[sealed_key_id(head) or LEGACY] += 1
+        progress(1)
+    return dict(counts)
+
+
+def rotate(store: ObjectStore, templates: TemplateStore, limit: int | None = None, restart: bool = False,
+           progress: Callable[[int], None] = lambda _: None) -> RotationReport:
+    """Re-seal what another key sealed (at most ``limit`` objects this run); see the module docstring."""
+    report = RotationReport(templates.key_id)
+    saved = None if restart else store.get(CHECKPOINT)
+    checkpoint = json.loads(saved) if saved else {}
+    if checkpoint.get("key_id") == templates.key_id:  # a pass towards another key starts over
+        report.resumed_after = checkpoint.get("after")
+    last = report.resumed_after
+    for count, key in enumerate(_sealed_objects(store, report.resumed_after), 1):
+        if limit is not None and report.resealed >= limit:
+            break
+        if templates.reseal(key):
+            report.resealed += 1
+        else:
+            report.current += 1
+        last = key
+        progress(1)
+        if count % CHECKPOINT_EVERY == 0:
+            _save(store, templates.key_id, last)
+    else:
+        report.complete = True
+    if report.complete:
+        store.delete([CHECKPOINT])
+        report.census = key_census(store)
+    elif last:
+        _save(store, templates.key_id, last)
+    return report
+
+
+def _save(store: ObjectStore, key_id: str, after: str) -> None:
+    store.put(CHECKPOINT, json.dumps({"key_id": key_id, "after": after}).encode(), "application/json")
