@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,7 @@ class AuditLog:
         self._pending: list[AuditRecord] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
+        self._first_nanos = 0
         self.lost = 0
 
     def record(self, api: str, app: str, action: str, bcid: str | None, outcome: str,
@@ -91,6 +93,8 @@ class AuditLog:
             if len(self._pending) >= MAX_PENDING:
                 self.lost += 1
                 return
+            if not self._pending:
+                self._first_nanos = time.time_ns()  # names the batch: batches sort as they began
             self._pending.append(entry)
 
     def flush(self) -> int:
@@ -100,18 +104,20 @@ class AuditLog:
             with self._lock:
                 batch, self._pending = self._pending, []
                 lost, self.lost = self.lost, 0
+                nanos = self._first_nanos
             if lost:
                 log.error("audit: %d record(s) lost: the store did not take them in time", lost)
             if not batch:
                 return 0
-            first = batch[0].moment
-            key = f"{_batch_prefix(first)}{int(first.timestamp() * 1e9):020d}-{os.urandom(6).hex()}.jsonl"
+            first = datetime.fromtimestamp(nanos / 1e9, UTC)
+            key = f"{_batch_prefix(first)}{nanos:020d}-{os.urandom(6).hex()}.jsonl"
             body = "".join(json.dumps(asdict(r), separators=(",", ":")) + "\n" for r in batch).encode()
             try:
                 self.store.put_conditional(key, body)
             except (StorageUnavailable, PreconditionFailed):
                 with self._lock:  # back in front, for the next flush
                     self._pending[:0] = batch
+                    self._first_nanos = nanos
                 raise
             return len(batch)
 

@@ -55,3 +55,14 @@ def _bounded(match: re.Match[str] | None) -> Bcid | None:
 def valid_partition(storage: str, partition: int) -> bool:
     """Whether a storage name and partition are within the bounds of a BCID."""
     return bool(_STORAGE.match(storage)) and 0 <= partition <= MAX_INT64
+
+
+def scope_prefix(scope: str) -> str:
+    """A scope of classes, ``""`` (all), ``storage`` or ``storage/partition``, as the key suffix
+    that selects it (``"bws/1/"``); ValueError when it is neither."""
+    parts = [p for p in scope.strip().strip("/").split("/") if p]
+    valid = len(parts) <= 2 and (not parts or _STORAGE.match(parts[0]) is not None) and (
+        len(parts) < 2 or (parts[1].isdigit() and valid_partition(parts[0], int(parts[1]))))
+    if not valid:
+        raise ValueError(f"the scope must be a storage or storage/partition, e.g. bws/1, got {scope!r}")
+    return "".join(p + "/" for p in parts)

@@ -6,7 +6,9 @@ Inside (plain, once decrypted) it is a POSIX tar, in this order:
 - ``templates/{storage}/{partition}/{class}.json`` and ``thumbnails/...json``: each object's
   plain JSON (what the enrollment service seals in the bucket), with its SHA-256 in the
   member's PAX header ``BWS.sha256``, checked as the member is read;
-- ``SHA256SUMS``: every member's digest again (``sha256sum -c`` style), and the count, last.
+- ``checksums.json``, last: how many members came before it and the SHA-256 of their digests
+  and names in order, so that a member missing, added or moved is found (and the list of
+  digests need not be held in memory while an archive of a million templates is written).
 
 Outside, the stream is cut in chunks of up to 64 KiB, each sealed with AES-256-GCM under the
 backup key (``BWS_BACKUP_KEY``, base64 of 32 bytes; not the template key, so that an archive
@@ -39,7 +41,7 @@ FORMAT = "bws-backup/1"
 CHUNK = 64 * 1024
 _TAG = 16
 DIGEST_HEADER = "BWS.sha256"
-SUMS = "SHA256SUMS"
+SUMS = "checksums.json"
 MANIFEST = "manifest.json"
 
 
@@ -143,7 +145,7 @@ class ArchiveWriter:
     def __init__(self, out: IO[bytes], key: bytes, manifest: dict[str, Any]) -> None:
         self._sealed = _EncryptingWriter(out, key)
         self._tar = tarfile.open(fileobj=self._sealed, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        self._sums: list[str] = []
+        self._sums = _Sums()
         self._put(MANIFEST, json.dumps({"format": FORMAT, **manifest}, indent=1).encode())
 
     def add(self, name: str, data: bytes) -> None:
@@ -155,14 +157,15 @@ class ArchiveWriter:
         info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
         info.pax_headers = {DIGEST_HEADER: digest}
         self._tar.addfile(info, io.BytesIO(data))
-        self._sums.append(f"{digest}  {name}\n")
+        self._tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member's header otherwise: memory per template
+        self._sums.add(digest, name)
 
     def __enter__(self) -> ArchiveWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
-            sums = "".join(self._sums) + f"# {len(self._sums)} members\n"
+            sums = self._sums.document()
             info = tarfile.TarInfo(SUMS)
             info.size, info.mtime, info.mode = len(sums), int(time.time()), 0o600
             self._tar.addfile(info, io.BytesIO(sums.encode()))
@@ -174,7 +177,7 @@ def read_archive(source: IO[bytes], key: bytes) -> Iterator[tuple[str, bytes]]:
     """The archive's members as (name, data), checked, in order; the manifest first. Raises
     ArchiveError when anything does not verify; the member list (SHA256SUMS) is checked at the end."""
     reader = io.BufferedReader(_DecryptingReader(source, key), CHUNK)
-    seen: list[str] = []
+    seen = _Sums()
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for info in tar:
@@ -183,26 +186,37 @@ def read_archive(source: IO[bytes], key: bytes) -> Iterator[tuple[str, bytes]]:
                 extracted = tar.extractfile(info)
                 data = extracted.read() if extracted is not None else b""
                 if info.name == SUMS:
-                    _check_sums(data.decode(), seen)
+                    if data.decode() != seen.document():
+                        raise ArchiveError("the archive's checksum list does not match its members")
                     while reader.read(CHUNK):  # the rest must authenticate up to the final chunk
                         pass
                     return
                 digest = hashlib.sha256(data).hexdigest()
                 if info.pax_headers.get(DIGEST_HEADER) != digest:
                     raise ArchiveError(f"the member {info.name} does not match its checksum")
-                if not seen and info.name != MANIFEST:
+                if not seen.count and info.name != MANIFEST:
                     raise ArchiveError("the archive does not begin with its manifest")
-                seen.append(f"{digest}  {info.name}\n")
+                seen.add(digest, info.name)
+                tar.members.clear()  # type: ignore[attr-defined]  # as when writing
                 yield info.name, data
     except tarfile.TarError as error:
         raise ArchiveError(f"the archive's content is not a valid tar stream: {error}") from None
-    raise ArchiveError("the archive ends without its checksum list (SHA256SUMS)")
+    raise ArchiveError(f"the archive ends without its checksum list ({SUMS})")
 
 
-def _check_sums(listed: str, seen: list[str]) -> None:
-    lines = listed.splitlines(keepends=True)
-    if lines[:-1] != seen or lines[-1:] != [f"# {len(seen)} members\n"]:
-        raise ArchiveError("the archive's checksum list does not match its members")
+class _Sums:
+    """The running checksum list: count, and SHA-256 over each member's digest and name."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._chain = hashlib.sha256()
+
+    def add(self, digest: str, name: str) -> None:
+        self.count += 1
+        self._chain.update(f"{digest}  {name}\n".encode())
+
+    def document(self) -> str:
+        return json.dumps({"members": self.count, "sha256_of_member_digests": self._chain.hexdigest()}) + "\n"
 
 
 def manifest_of(data: bytes) -> dict[str, Any]:

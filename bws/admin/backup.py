@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from bws import __version__
 from bws.admin.archive import MANIFEST, ArchiveError, ArchiveWriter, manifest_of, read_archive
-from bws.bcid import Bcid
+from bws.bcid import Bcid, scope_prefix
 from bws.storage import TEMPLATES, THUMBNAILS, ObjectStore, PreconditionFailed
 from enroll_service.matching import record_change
 from enroll_service.templates import TemplateError, TemplateStore
@@ -52,15 +52,6 @@ class Report:
         self.conflicts += 1
         if len(self.conflicting) < MAX_LISTED:
             self.conflicting.append({"class_id": class_id, "reason": reason})
-
-
-def scope_prefix(scope: str) -> str:
-    """``""`` (everything), ``storage`` or ``storage/partition`` as a key suffix ending in "/"."""
-    parts = [p for p in scope.strip("/").split("/") if p]
-    if len(parts) > 2 or (len(parts) == 2 and Bcid.parse_canonical(f"{parts[0]}/{parts[1]}/1") is None) or (
-            len(parts) == 1 and Bcid.parse_canonical(f"{parts[0]}/0/1") is None):
-        raise ValueError(f"the scope must be a storage or storage/partition, got {scope!r}")
-    return "".join(p + "/" for p in parts)
 
 
 def _batches(keys: Iterator[str]) -> Iterator[list[str]]:

@@ -54,7 +54,11 @@ class Admin:
 
     def templates(self) -> Any:
         """The template store with the enrollment service's keys (BWS_TEMPLATE_KEY, BWS_TEMPLATE_READ_KEYS)."""
-        from enroll_service.templates import TemplateStore  # the face engine's import: only where needed
+        try:
+            from enroll_service.templates import TemplateStore  # the face engine's import: only where needed
+        except ImportError:
+            raise SettingsError("this command needs the enrollment service's code and key: run it in an "
+                                "enroll-service pod (kubectl exec deploy/enroll -- bws-admin ...)") from None
 
         key = template_key(_required("BWS_TEMPLATE_KEY", "run this where the enrollment service's "
                                      "secret is (its pod, or the bws-admin Job)"), "BWS_TEMPLATE_KEY")
@@ -96,12 +100,18 @@ def _required(name: str, hint: str) -> str:
     return value
 
 
+try:  # the gateway's and the liveness service's images hold no enrollment service code
+    from enroll_service.templates import TemplateError
+
+    _TEMPLATE_ERRORS: tuple[type[Exception], ...] = (TemplateError,)
+except ImportError:
+    _TEMPLATE_ERRORS = (ArchiveError,)
+
+
 class _Group(click.Group):
     """Turns the errors an operator can fix into a one-line message and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from enroll_service.templates import TemplateError
-
         try:
             return super().invoke(ctx)
         except SettingsError as error:
@@ -111,7 +121,7 @@ class _Group(click.Group):
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else None
             _fail(f"a service did not answer: {code.name if code else error} (bws-admin doctor)", EXIT_UNREACHABLE)
-        except (ArchiveError, TemplateError) as error:
+        except (ArchiveError, *_TEMPLATE_ERRORS) as error:  # type: ignore[misc]
             _fail(str(error), EXIT_INTEGRITY)
         except (apps_module.AppsError, ValueError) as error:
             _fail(str(error), EXIT_USAGE)
@@ -304,7 +314,7 @@ def classes_list(admin: Admin, scope: str, limit: int, after: str | None) -> Non
     from concurrent.futures import ThreadPoolExecutor
     from itertools import islice
 
-    from bws.admin.backup import scope_prefix
+    from bws.bcid import scope_prefix
 
     prefix = TEMPLATES + scope_prefix(scope)
     if prefix.count("/") != 3:
@@ -393,9 +403,10 @@ key_file_option = click.option("--key-file", type=click.File("r"), help="Read th
 @pass_admin
 def backup_export(admin: Admin, archive: IO[bytes], scope: str, key_file: IO[str] | None) -> None:
     """Write the templates (and thumbnails) into ARCHIVE ('-': stdout), streamed."""
-    from bws.admin.backup import export, scope_prefix
-
     key, templates = _backup_key(key_file), admin.templates()
+    from bws.admin.backup import export
+    from bws.bcid import scope_prefix
+
     total = sum(1 for _ in admin.store.iter_keys(TEMPLATES + scope_prefix(scope))) if sys.stderr.isatty() else None
     with admin.progress("exporting", total) as step:
         report = export(admin.store, templates, archive, key, scope, step)
@@ -413,9 +424,9 @@ def backup_export(admin: Admin, archive: IO[bytes], scope: str, key_file: IO[str
 @pass_admin
 def backup_import(admin: Admin, archive: IO[bytes], on_conflict: str, key_file: IO[str] | None) -> None:
     """Restore the templates of ARCHIVE ('-': stdin); run it again to resume."""
+    key, templates = _backup_key(key_file), admin.templates()
     from bws.admin.backup import restore
 
-    key, templates = _backup_key(key_file), admin.templates()
     admin.store.ensure_bucket()  # an empty deployment may have no bucket yet
     report = restore(admin.store, templates, archive, key, on_conflict)
     admin.audit("backup import", None, f"{report.added} added, {report.replaced} replaced, {report.skipped} "
@@ -468,10 +479,10 @@ def keys_new(admin: Admin) -> None:
 @pass_admin
 def keys_status(admin: Admin) -> None:
     """Count the templates and thumbnails each key sealed (by key id)."""
+    templates = admin.templates()
     from bws.admin.rotation import key_census
     from enroll_service.templates import key_id
 
-    templates = admin.templates()
     census = key_census(admin.store)
     ids = {key_id(k): n for n, k in [("BWS_TEMPLATE_KEY", templates_key()), *_read_keys()]}
     lines = [f"{kid}  {count} object(s)  {ids.get(kid, 'not configured here')}" for kid, count in census.items()]
@@ -497,9 +508,9 @@ def keys_rotate(admin: Admin, limit: int | None, restart: bool) -> None:
     First give every enrollment service the new key as BWS_TEMPLATE_KEY and the old one in
     BWS_TEMPLATE_READ_KEYS (docs/operating.md has the steps).
     """
+    templates = admin.templates()
     from bws.admin.rotation import rotate
 
-    templates = admin.templates()
     if not os.environ.get("BWS_TEMPLATE_READ_KEYS", "").strip():
         click.echo("bws-admin: note: BWS_TEMPLATE_READ_KEYS is empty: objects sealed with a key not configured "
                    "here cannot be re-sealed", err=True)
