@@ -20,6 +20,7 @@ import json
 import os
 import random
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -431,6 +432,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     print("Starting SeaweedFS, the liveness service, the enrollment service and the gateway ...", flush=True)
     stack.start()
+    admin_env = run_dir / "admin.env"  # the dev run's settings, for bws-admin (dev secrets only)
+    admin_env.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in stack.env().items()
+                                 if k.startswith("BWS_")))
+    admin_env.chmod(0o600)
     token_url = f"{stack.url}/extension/token?id={app_id}&bcid=bws.1.1&task=enroll&challenge=true"
     print(
         f"\nBWS is running at {stack.url}\n"
@@ -447,6 +452,7 @@ def main() -> None:
         f"  a JWT for 5 minutes: .venv/bin/python -c \"import jwt,time,base64; print(jwt.encode("
         f"{{'sub':'{app_id}','iss':'{app_id}','aud':'BWS','exp':int(time.time())+300}}, "
         f"base64.b64decode('<client key>'), 'HS512'))\"\n\n"
+        f"Operate it: . {admin_env.relative_to(REPO)} && .venv/bin/bws-admin doctor   (docs/operating.md)\n\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
