@@ -145,8 +145,13 @@ async def livedetection(request: web.Request) -> web.Response:
     The body is JSON ``{"liveimage1": dataURL, "liveimage2": dataURL}`` or the same as form
     fields. The images are stored only for the duration of the call.
     """
-    basic_app(request)
+    app = basic_app(request)
     state_param(request)  # refused before any work
+    with request.app[BACKENDS].audited("classic", app.app_id, "livedetection", None) as ended:
+        return await _livedetection(request, ended)
+
+
+async def _livedetection(request: web.Request, ended: dict[str, str]) -> web.Response:
     body = await read_body(request)
     fields: dict[str, object]
     try:
@@ -174,6 +179,7 @@ async def livedetection(request: web.Request) -> web.Response:
         live, error = False, "ExecutionOfJobTimedOut"
     finally:
         await backends.storage(backends.store.delete, stored)
+    ended["outcome"] = "live" if live else str(error)
     state = state_param(request)
     if state is None:
         return web.json_response(live)

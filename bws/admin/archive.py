@@ -31,7 +31,7 @@ import struct
 import tarfile
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +43,10 @@ _TAG = 16
 DIGEST_HEADER = "BWS.sha256"
 SUMS = "checksums.json"
 MANIFEST = "manifest.json"
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class ArchiveError(ValueError):
@@ -90,7 +94,7 @@ class _EncryptingWriter(io.RawIOBase):
 class _DecryptingReader(io.RawIOBase):
     """A read-only file over a sealed stream; raises ArchiveError on any fault."""
 
-    def __init__(self, source: IO[bytes], key: bytes) -> None:
+    def __init__(self, source: Readable, key: bytes) -> None:
         self._source = source
         header = source.read(len(MAGIC) + 15)
         if len(header) != len(MAGIC) + 15 or not header.startswith(MAGIC):
@@ -173,7 +177,7 @@ class ArchiveWriter:
             self._sealed.finish()
 
 
-def read_archive(source: IO[bytes], key: bytes) -> Iterator[tuple[str, bytes]]:
+def read_archive(source: Readable, key: bytes) -> Iterator[tuple[str, bytes]]:
     """The archive's members as (name, data), checked, in order; the manifest first. Raises
     ArchiveError when anything does not verify; the member list (SHA256SUMS) is checked at the end."""
     reader = io.BufferedReader(_DecryptingReader(source, key), CHUNK)

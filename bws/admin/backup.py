@@ -25,7 +25,7 @@ from itertools import islice
 from typing import IO, Any
 
 from bws import __version__
-from bws.admin.archive import MANIFEST, ArchiveError, ArchiveWriter, manifest_of, read_archive
+from bws.admin.archive import MANIFEST, ArchiveError, ArchiveWriter, Readable, manifest_of, read_archive
 from bws.bcid import Bcid, scope_prefix
 from bws.storage import TEMPLATES, THUMBNAILS, ObjectStore, PreconditionFailed
 from enroll_service.matching import record_change
@@ -87,7 +87,7 @@ def _same(stored: dict[str, Any], archived: dict[str, Any]) -> bool:
     return all(stored.get(k) == archived.get(k) for k in keys)
 
 
-def restore(store: ObjectStore, templates: TemplateStore, source: IO[bytes], backup_key: bytes,
+def restore(store: ObjectStore, templates: TemplateStore, source: Readable, backup_key: bytes,
             on_conflict: str = "keep", progress: Callable[[int], None] = lambda _: None) -> Report:
     """Write the archive's templates into this deployment (see the module docstring)."""
     if on_conflict not in ("keep", "replace"):

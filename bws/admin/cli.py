@@ -428,7 +428,12 @@ def backup_import(admin: Admin, archive: IO[bytes], on_conflict: str, key_file: 
     from bws.admin.backup import restore
 
     admin.store.ensure_bucket()  # an empty deployment may have no bucket yet
-    report = restore(admin.store, templates, archive, key, on_conflict)
+    try:
+        size = os.fstat(archive.fileno()).st_size if sys.stderr.isatty() else None
+    except (OSError, ValueError):
+        size = None  # a pipe: no total to show
+    with admin.progress("importing", size) as step:
+        report = restore(admin.store, templates, _Counted(archive, step), key, on_conflict)
     admin.audit("backup import", None, f"{report.added} added, {report.replaced} replaced, {report.skipped} "
                                        f"skipped, {report.conflicts} conflicting")
     lines = [f"{report.templates} template(s) read: {report.added} added, {report.replaced} replaced, "
@@ -437,6 +442,18 @@ def backup_import(admin: Admin, archive: IO[bytes], on_conflict: str, key_file: 
     admin.emit(asdict(report), "\n".join(lines))
     if report.conflicts:
         raise click.exceptions.Exit(EXIT_ATTENTION)
+
+
+class _Counted:
+    """A file whose reads advance a progress bar by the bytes read."""
+
+    def __init__(self, file: IO[bytes], step: Callable[[int], None]) -> None:
+        self._file, self._step = file, step
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._step(len(data))
+        return data
 
 
 @backup.command("verify")
@@ -483,7 +500,9 @@ def keys_status(admin: Admin) -> None:
     from bws.admin.rotation import key_census
     from enroll_service.templates import key_id
 
-    census = key_census(admin.store)
+    total = sum(1 for _ in admin.store.iter_keys(TEMPLATES)) * 2 if sys.stderr.isatty() else None
+    with admin.progress("counting", total) as step:
+        census = key_census(admin.store, step)
     ids = {key_id(k): n for n, k in [("BWS_TEMPLATE_KEY", templates_key()), *_read_keys()]}
     lines = [f"{kid}  {count} object(s)  {ids.get(kid, 'not configured here')}" for kid, count in census.items()]
     admin.emit({"current": templates.key_id, "census": census}, "\n".join(lines) or "(no templates)")

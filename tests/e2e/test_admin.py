@@ -138,6 +138,12 @@ def test_every_call_and_admin_action_is_in_the_audit_trail_even_after_a_delete(
         stack: Stack, bws3: Bws3Client, enrolled: dict[int, str], faces: dict[str, bytes]) -> None:
     classic = client_of(stack)
     assert bws3.verify(101, faces["astronaut"]).status == 200
+    token = classic.token(bcid="bws.1.101", task="verify", livedetection=False)
+    assert classic.upload(token, faces["astronaut"]).status == 200
+    assert classic.call("verify", token).json == {"Success": True}
+    still = "data:image/png;base64," + base64.b64encode(faces["astronaut"]).decode()
+    body = json.dumps({"liveimage1": still, "liveimage2": still}).encode()
+    assert classic.basic_call("POST", "/extension/livedetection", body).json is False
     assert classic.basic_call("DELETE", "/extension/deleteclass?bcid=bws/1/104").status == 200
     assert admin(stack, "--operator", "dpo", "classes", "delete", "bws/1/103", "--yes").returncode == 0
     assert bws3.status(103).json["available"] is False
@@ -156,6 +162,10 @@ def test_every_call_and_admin_action_is_in_the_audit_trail_even_after_a_delete(
     verify = [r for r in trail("--class", "bws/1/101", "--action", "verify")][-1]
     assert verify["outcome"] == "verified" and verify["request_id"] and set(verify) == {
         "time", "api", "app", "action", "bcid", "outcome", "request_id"}  # never a score, image or embedding
+    classic_verify = trail("--class", "bws/1/101", "--action", "verification")
+    assert [(r["api"], r["app"], r["outcome"]) for r in classic_verify] == [("classic", stack.app_id, "succeeded")]
+    liveness = trail("--app", stack.app_id, "--action", "livedetection")
+    assert len(liveness) == 1 and liveness[0]["bcid"] is None and liveness[0]["outcome"] != "live"
     assert all(r["app"] == "admin:dpo" for r in trail("--app", "admin:dpo"))
     assert trail("--since", "2000-01-01", "--until", "2000-01-02") == []
     assert admin(stack, "audit", "--since", "yesterday").returncode == 2
