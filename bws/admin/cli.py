@@ -380,9 +380,16 @@ def backup() -> None:
     """
 
 
-def _backup_key(key_file: IO[str] | None) -> bytes:
-    raw = key_file.read().strip() if key_file is not None else _required(
-        "BWS_BACKUP_KEY", "base64 of 32 random bytes (bws-admin keys new), or give --key-file")
+def _backup_key(key_file: str | None) -> bytes:
+    """The backup key: from --key-file (``-``: the first line of standard input, ahead of an
+    archive read from there too), else BWS_BACKUP_KEY."""
+    if key_file == "-":
+        raw = sys.stdin.buffer.readline().decode("ascii", "replace").strip()  # the archive's stream too
+    elif key_file:
+        with open(key_file, encoding="ascii", errors="replace") as file:
+            raw = file.read().strip()
+    else:
+        raw = _required("BWS_BACKUP_KEY", "base64 of 32 random bytes (bws-admin keys new), or give --key-file")
     try:
         key = base64.b64decode(raw, validate=True)
     except binascii.Error:
@@ -392,8 +399,10 @@ def _backup_key(key_file: IO[str] | None) -> bytes:
     return key
 
 
-key_file_option = click.option("--key-file", type=click.File("r"), help="Read the backup key from this file "
-                               "instead of BWS_BACKUP_KEY.")
+key_file_option = click.option(
+    "--key-file", type=click.Path(allow_dash=True, dir_okay=False),
+    help="Read the backup key from this file instead of BWS_BACKUP_KEY; '-': the first line of standard input "
+         "(before the archive, when that comes from standard input too).")
 
 
 @backup.command("export")
@@ -401,7 +410,7 @@ key_file_option = click.option("--key-file", type=click.File("r"), help="Read th
 @click.option("--scope", default="", help="Only this storage or storage/partition (default: every template).")
 @key_file_option
 @pass_admin
-def backup_export(admin: Admin, archive: IO[bytes], scope: str, key_file: IO[str] | None) -> None:
+def backup_export(admin: Admin, archive: IO[bytes], scope: str, key_file: str | None) -> None:
     """Write the templates (and thumbnails) into ARCHIVE ('-': stdout), streamed."""
     key, templates = _backup_key(key_file), admin.templates()
     from bws.admin.backup import export
@@ -422,7 +431,7 @@ def backup_export(admin: Admin, archive: IO[bytes], scope: str, key_file: IO[str
               help="A class that has a different template: keep it (and report it) or replace it.")
 @key_file_option
 @pass_admin
-def backup_import(admin: Admin, archive: IO[bytes], on_conflict: str, key_file: IO[str] | None) -> None:
+def backup_import(admin: Admin, archive: IO[bytes], on_conflict: str, key_file: str | None) -> None:
     """Restore the templates of ARCHIVE ('-': stdin); run it again to resume."""
     key, templates = _backup_key(key_file), admin.templates()
     from bws.admin.backup import restore
@@ -460,7 +469,7 @@ class _Counted:
 @click.argument("archive", type=click.File("rb"))
 @key_file_option
 @pass_admin
-def backup_verify(admin: Admin, archive: IO[bytes], key_file: IO[str] | None) -> None:
+def backup_verify(admin: Admin, archive: IO[bytes], key_file: str | None) -> None:
     """Check that ARCHIVE decrypts and every checksum holds, without importing anything."""
     from bws.admin.archive import MANIFEST, manifest_of, read_archive
 

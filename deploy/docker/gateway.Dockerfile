@@ -52,12 +52,22 @@ RUN groupadd --gid 10001 bws \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin bws
 COPY --from=build /opt/venv /opt/venv
+# bws-admin, the operator's command line (bws/admin), on PATH: `kubectl exec deploy/<name> --
+# bws-admin ...` and the bws-admin Job (deploy/k8s/admin.yaml) run it with the pod's settings.
+# `make install`'s wrapper, with /app on the module path so that it works from any directory.
+# Written by root, mode 0755 like the venv: the process user cannot change it.
+# The single quotes keep "$@" for the script (ShellCheck's SC2016 warns of exactly that).
+# hadolint ignore=SC2016
+RUN printf '#!/bin/sh\nPYTHONPATH=/app exec /opt/venv/bin/python -m bws.admin "$@"\n' > /opt/venv/bin/bws-admin \
+ && chmod 0755 /opt/venv/bin/bws-admin
 WORKDIR /app
 COPY --from=build /src/healthcheck.py ./
 COPY --from=build /src/bws bws/
 COPY --from=build /src/gateway gateway/
-# Fail the build, not the rollout, when a module or a shared library is missing.
-RUN python -c "import gateway.app"
+# Fail the build, not the rollout, when a module or a shared library is missing (the
+# process's or bws-admin's).
+RUN python -c "import gateway.app" \
+ && bws-admin --help > /dev/null
 
 USER 10001:10001
 ENV BWS_HTTP_HOST=0.0.0.0 \

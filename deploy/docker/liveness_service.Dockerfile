@@ -52,6 +52,14 @@ RUN groupadd --gid 10001 bws \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin bws
 COPY --from=build /opt/venv /opt/venv
+# bws-admin, the operator's command line (bws/admin), on PATH: `kubectl exec deploy/<name> --
+# bws-admin ...` and the bws-admin Job (deploy/k8s/admin.yaml) run it with the pod's settings.
+# `make install`'s wrapper, with /app on the module path so that it works from any directory.
+# Written by root, mode 0755 like the venv: the process user cannot change it.
+# The single quotes keep "$@" for the script (ShellCheck's SC2016 warns of exactly that).
+# hadolint ignore=SC2016
+RUN printf '#!/bin/sh\nPYTHONPATH=/app exec /opt/venv/bin/python -m bws.admin "$@"\n' > /opt/venv/bin/bws-admin \
+ && chmod 0755 /opt/venv/bin/bws-admin
 WORKDIR /app
 COPY --from=build /src/healthcheck.py ./
 # MediaPipe's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2 (GLVND). On bookworm libegl1
@@ -65,11 +73,13 @@ RUN apt-get update \
 COPY --from=build /src/bws bws/
 COPY --from=build /src/liveness_service liveness_service/
 # Fail the build, not the rollout: the modules import, the model files are in the image and
-# match their SHA-256, and MediaPipe loads (this also proves no download happens at run time).
+# match their SHA-256, and MediaPipe loads (this also proves no download happens at run time);
+# bws-admin runs.
 # MediaPipe imports matplotlib, which writes its cache to MPLCONFIGDIR: a directory of this step
 # only, so the image holds no root-owned /tmp/matplotlib that the runtime user could not write.
 RUN MPLCONFIGDIR=/tmp/build-matplotlib python -c "import liveness_service.server; \
 from bws.faces import FaceDetector, FaceLandmarker; FaceDetector(); FaceLandmarker().close()" \
+ && bws-admin --help > /dev/null \
  && rm -rf /tmp/build-matplotlib
 
 USER 10001:10001

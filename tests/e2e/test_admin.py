@@ -222,6 +222,10 @@ def test_a_backup_restores_into_a_deployment_with_another_key_resumably(
     assert exported["templates"] == exported["thumbnails"] == len(expected) >= 5
     assert admin_json(stack, "backup", "verify", str(archive), env=backup_key)["templates"] == len(expected)
     assert admin(stack, "backup", "verify", str(archive)).returncode == 3  # no key
+    piped = subprocess.run([sys.executable, "-m", "bws.admin", "--json", "backup", "verify", "-", "--key-file", "-"],
+                           input=backup_key["BWS_BACKUP_KEY"].encode() + b"\n" + archive.read_bytes(),
+                           env=stack.env(), capture_output=True, timeout=120, check=False)
+    assert piped.returncode == 0 and json.loads(piped.stdout)["templates"] == len(expected)  # kubectl exec -i
     other_key = {"BWS_BACKUP_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
     assert admin(stack, "backup", "verify", str(archive), env=other_key).returncode == 5
     tampered = tmp_path / "tampered.backup"

@@ -17,6 +17,8 @@ import http.server
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ K8S_VERSIONS = ("1.30", ".".join(kubernetes_validate.latest_version().split(".")
 
 NAMESPACE = "bws"
 GATEWAY, LIVENESS, ENROLL, MINIO = "gateway", "liveness", "enroll", "minio"
+ADMIN = "bws-admin"  # the operator's command line, as a suspended CronJob (deploy/k8s/admin.yaml)
 GRPC_PORTS = {LIVENESS: 50051, ENROLL: 50052}
 PROCESSES = {GATEWAY: "gateway", LIVENESS: "liveness_service", ENROLL: "enroll_service"}
 IMAGES = {GATEWAY: "bws-gateway", LIVENESS: "bws-liveness-service", ENROLL: "bws-enroll-service"}
@@ -134,14 +137,26 @@ def render() -> list[dict[str, Any]]:
     return docs
 
 
-def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+def pod_template(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod a workload makes (metadata and spec): a CronJob's is inside its jobTemplate."""
     if doc["kind"] == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        return doc["spec"]["jobTemplate"]["spec"]["template"]
     if doc["kind"] in WORKLOAD_KINDS:
-        return doc["spec"]["template"]["spec"]
+        return doc["spec"]["template"]
     if doc["kind"] == "Pod":
-        return doc["spec"]
+        return doc
     return None
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    template = pod_template(doc)
+    return None if template is None else template["spec"]
+
+
+def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    template = pod_template(doc)
+    assert template is not None, f"{doc['kind']} {doc['metadata']['name']} makes no pods"
+    return template["metadata"].get("labels", {})
 
 
 def all_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -188,6 +203,14 @@ def container_env(doc: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, 
     return env
 
 
+def secret_refs(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A workload's variables that come from a Secret: name -> its secretKeyRef."""
+    return {
+        var["name"]: var["valueFrom"]["secretKeyRef"]
+        for var in only_container(doc).get("env", []) if "secretKeyRef" in var.get("valueFrom", {})
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # Rendering and schema validation
 # ------------------------------------------------------------------------------------------
@@ -217,6 +240,7 @@ def test_rendered_objects_are_the_expected_set(docs: list[dict[str, Any]]) -> No
         assert {("Deployment", name), ("Service", name), ("ServiceAccount", name)} <= kinds
     assert {("StatefulSet", MINIO), ("Service", MINIO), ("ServiceAccount", MINIO)} <= kinds
     assert {("HorizontalPodAutoscaler", LIVENESS), ("HorizontalPodAutoscaler", ENROLL)} <= kinds
+    assert {("CronJob", ADMIN), ("ServiceAccount", ADMIN)} <= kinds
     assert ("Namespace", NAMESPACE) in kinds
     assert len(kinds) == len(docs), "two objects share a kind and name"
 
@@ -363,12 +387,14 @@ def test_gateway_serves_http_and_bws3_grpc_and_probes_both(docs: list[dict[str, 
 
 def test_selectors_match_their_pod_templates(docs: list[dict[str, Any]]) -> None:
     for doc in workloads(docs):
-        template_labels = doc["spec"]["template"]["metadata"]["labels"]
-        for key, value in doc["spec"]["selector"]["matchLabels"].items():
+        template_labels = pod_labels(doc)
+        assert template_labels["app.kubernetes.io/name"] == doc["metadata"]["name"]
+        selector = doc["spec"].get("selector")  # Jobs and CronJobs have none (Kubernetes makes it)
+        for key, value in (selector or {}).get("matchLabels", {}).items():
             assert template_labels[key] == value
     for service in (d for d in docs if d["kind"] == "Service"):
         assert any(
-            all(w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items())
+            all(pod_labels(w).get(k) == v for k, v in service["spec"]["selector"].items())
             for w in workloads(docs)
         ), f"Service {service['metadata']['name']} selects no pods"
 
@@ -431,7 +457,7 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def allowed_sources(docs: list[dict[str, Any]], target: str, port: int) -> set[str]:
     """The workloads (and OUTSIDE) allowed to open a TCP connection to `target` on `port`."""
-    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(docs)}
+    pods = {w["metadata"]["name"]: pod_labels(w) for w in workloads(docs)}
     policies = [
         p for p in docs
         if p["kind"] == "NetworkPolicy" and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
@@ -469,11 +495,11 @@ def test_the_namespace_denies_ingress_by_default(docs: list[dict[str, Any]]) -> 
 @pytest.mark.parametrize(
     ("target", "port", "sources"),
     [
-        (GATEWAY, 8080, {GATEWAY, LIVENESS, ENROLL, MINIO, OUTSIDE}),
-        (GATEWAY, 9090, {GATEWAY, LIVENESS, ENROLL, MINIO, OUTSIDE}),
-        (LIVENESS, 50051, {GATEWAY}),
-        (ENROLL, 50052, {GATEWAY}),
-        (MINIO, 9000, {GATEWAY, LIVENESS, ENROLL}),
+        (GATEWAY, 8080, {GATEWAY, LIVENESS, ENROLL, MINIO, ADMIN, OUTSIDE}),
+        (GATEWAY, 9090, {GATEWAY, LIVENESS, ENROLL, MINIO, ADMIN, OUTSIDE}),
+        (LIVENESS, 50051, {GATEWAY, ADMIN}),
+        (ENROLL, 50052, {GATEWAY, ADMIN}),
+        (MINIO, 9000, {GATEWAY, LIVENESS, ENROLL, ADMIN}),
     ],
 )
 def test_network_policies_allow_exactly_the_promised_paths(
@@ -485,6 +511,111 @@ def test_network_policies_allow_exactly_the_promised_paths(
 @pytest.mark.parametrize(("target", "port"), [(GATEWAY, 9000), (LIVENESS, 50052), (ENROLL, 50051), (MINIO, 9001)])
 def test_network_policies_deny_other_ports(docs: list[dict[str, Any]], target: str, port: int) -> None:
     assert allowed_sources(docs, target, port) == set()
+
+
+def test_network_policies_let_the_admin_job_reach_what_its_doctor_checks(docs: list[dict[str, Any]]) -> None:
+    """The services' gRPC health, the store and the gateway's /readyz. Its own pod listens on
+    nothing, so no policy admits anyone to it."""
+    for target, port in [(LIVENESS, GRPC_PORTS[LIVENESS]), (ENROLL, GRPC_PORTS[ENROLL]), (MINIO, 9000),
+                         (GATEWAY, 8080)]:
+        assert ADMIN in allowed_sources(docs, target, port), f"bws-admin cannot reach {target}:{port}"
+    assert "ports" not in only_container(find(docs, "CronJob", ADMIN))
+
+
+# ------------------------------------------------------------------------------------------
+# bws-admin: a suspended CronJob, the template of one-off Jobs (deploy/k8s/admin.yaml)
+# ------------------------------------------------------------------------------------------
+
+CRON_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
+
+
+def valid_cron(schedule: str) -> bool:
+    """A standard five-field cron schedule with numbers (no names, no @macros) in range."""
+    fields = schedule.split()
+    if len(fields) != len(CRON_FIELD_RANGES):
+        return False
+    for field, (low, high) in zip(fields, CRON_FIELD_RANGES, strict=True):
+        for part in field.split(","):
+            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/([1-9]\d*))?", part)
+            if not match:
+                return False
+            bounds = [int(n) for n in match.group(2, 3) if n is not None]
+            if not all(low <= n <= high for n in bounds) or bounds != sorted(bounds):
+                return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("schedule", "valid"),
+    [("17 4 * * *", True), ("*/15 0-6 1,15 * 1-5", True), ("0 24 * * *", False), ("0 4 * *", False),
+     ("@daily", False), ("5-1 * * * *", False)],
+)
+def test_valid_cron_knows_a_schedule(schedule: str, valid: bool) -> None:
+    assert valid_cron(schedule) is valid
+
+
+def test_the_admin_cronjob_is_suspended_and_makes_one_shot_jobs(docs: list[dict[str, Any]]) -> None:
+    cron = find(docs, "CronJob", ADMIN)
+    assert cron["apiVersion"] == "batch/v1"
+    assert cron["spec"]["suspend"] is True, "it runs only when an operator makes a Job from it"
+    assert valid_cron(cron["spec"]["schedule"]), "the schedule must be valid even while suspended"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0, "a failed check is a report, not something to retry"
+    assert job["ttlSecondsAfterFinished"] > 0
+    assert job.get("activeDeadlineSeconds", 0) > 0, "a hung check must not hold a pod forever"
+    assert pod_spec(cron)["restartPolicy"] == "Never"  # type: ignore[index]
+    for labels in (cron["metadata"]["labels"], cron["spec"]["jobTemplate"]["metadata"]["labels"], pod_labels(cron)):
+        assert labels["app.kubernetes.io/name"] == ADMIN
+
+
+def test_the_admin_job_runs_bws_admin_doctor_with_the_enroll_image(docs: list[dict[str, Any]]) -> None:
+    """The enroll-service image holds every piece of code bws-admin uses (backup and keys need
+    enroll_service), and it installs bws-admin on PATH (see the Dockerfile tests)."""
+    container = only_container(find(docs, "CronJob", ADMIN))
+    assert [*container.get("command", []), *container.get("args", [])] == ["bws-admin", "doctor"]
+    assert container["image"] == only_container(find(docs, "Deployment", ENROLL))["image"]
+    assert container["image"].split(":")[0] == IMAGES[ENROLL]
+
+
+def test_the_admin_job_gets_every_secret_variable_the_processes_get(docs: list[dict[str, Any]]) -> None:
+    admin = find(docs, "CronJob", ADMIN)
+    expected: dict[str, dict[str, str]] = {}
+    for name in (GATEWAY, LIVENESS, ENROLL):
+        for var, ref in secret_refs(find(docs, "Deployment", name)).items():
+            assert expected.setdefault(var, ref) == ref, f"{var} comes from two different secrets"
+    named = {"BWS_APPS", "BWS_TOKEN_SECRET", "BWS_TEMPLATE_KEY", "BWS_S3_ACCESS_KEY", "BWS_S3_SECRET_KEY"}
+    assert named <= set(expected)
+    assert secret_refs(admin) == expected
+    assert [s["configMapRef"]["name"] for s in only_container(admin)["envFrom"]] == ["bws-config"]
+
+
+def test_the_admin_job_has_the_settings_of_every_process(docs: list[dict[str, Any]]) -> None:
+    """So that doctor checks each process's settings, and reaches the services and the
+    gateway's /readyz through their Services (it asks http://BWS_HTTP_HOST:BWS_HTTP_PORT)."""
+    env = container_env(find(docs, "CronJob", ADMIN), docs)
+    gateway_env = container_env(find(docs, "Deployment", GATEWAY), docs)
+    admin = GatewaySettings.from_env(env)
+    EnrollSettings.from_env(env)
+    LivenessSettings.from_env(env)
+    for key in ("BWS_LIVENESS_ADDRESS", "BWS_ENROLL_ADDRESS", "BWS_S3_ENDPOINT", "BWS_S3_BUCKET"):
+        assert env[key] == gateway_env[key], key
+    assert admin.liveness_address == f"{LIVENESS}:{GRPC_PORTS[LIVENESS]}"
+    assert admin.enroll_address == f"{ENROLL}:{GRPC_PORTS[ENROLL]}"
+    http = {p["name"]: p["port"] for p in find(docs, "Service", GATEWAY)["spec"]["ports"]}["http"]
+    assert (admin.host, admin.port) == (GATEWAY, http)
+
+
+def test_the_admin_manifest_tells_how_to_run_it_with_real_names(docs: list[dict[str, Any]]) -> None:
+    header = "\n".join(
+        line for line in (K8S / "admin.yaml").read_text().splitlines() if line.startswith("#")
+    )
+    assert f"kubectl -n {NAMESPACE} create job --from=cronjob/{ADMIN} " in header
+    execs = re.findall(r"kubectl -n (\S+) exec (?:-i )?deploy/(\S+) -- bws-admin", header)
+    assert {name for _, name in execs} == {GATEWAY, ENROLL}
+    for namespace, name in execs:
+        assert namespace == NAMESPACE
+        find(docs, "Deployment", name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -713,6 +844,72 @@ def test_dockerignore_files_are_identical_and_let_through_what_the_build_copies(
 def test_the_liveness_image_has_the_libraries_mediapipe_links() -> None:
     runtime = stages(dockerfile("liveness_service"))[1]
     assert "libegl1" in runtime and "libgles2" in runtime
+
+
+ADMIN_WRAPPER = "/opt/venv/bin/bws-admin"
+
+
+def instructions(stage: str) -> list[str]:
+    """A stage's instructions, one string each (continuation lines joined)."""
+    return [line.strip() for line in re.sub(r"\\\n", " ", stage).splitlines() if line.strip()]
+
+
+def admin_wrapper_script(process: str) -> str:
+    """The bws-admin script the runtime stage writes (its printf run here, as the build runs it)."""
+    [install] = [i for i in instructions(stages(dockerfile(process))[1]) if f"> {ADMIN_WRAPPER}" in i]
+    match = re.search(r"printf '([^'%]*)' > " + re.escape(ADMIN_WRAPPER), install)
+    assert match, "write the wrapper with one printf of a single-quoted string"
+    return subprocess.run(["printf", match.group(1)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("process", sorted(PROCESSES.values()))
+def test_the_runtime_stage_puts_bws_admin_on_path_and_checks_it_at_build_time(process: str) -> None:
+    """`kubectl exec deploy/<name> -- bws-admin ...` works in every image, and an image where it
+    does not is never pushed."""
+    steps = instructions(stages(dockerfile(process))[1])
+
+    def index(predicate: Any) -> int:
+        [found] = [n for n, step in enumerate(steps) if predicate(step)]
+        return found
+
+    path = index(lambda s: s.startswith("ENV PATH="))
+    assert steps[path].startswith("ENV PATH=/opt/venv/bin:")
+    venv = index(lambda s: s == "COPY --from=build /opt/venv /opt/venv")
+    install = index(lambda s: s.startswith("RUN ") and f"> {ADMIN_WRAPPER}" in s)
+    check = index(lambda s: s.startswith("RUN ") and "bws-admin --help" in s)
+    code = index(lambda s: s.startswith(f"COPY --from=build /src/{process} "))
+    user = index(lambda s: s.startswith("USER "))
+    assert venv < install < user, "written as root, after the venv it lives in"
+    assert code < check < user, "checked once the code is in, as root (nothing left behind for the user)"
+    # Root's file, executable by all, writable by nobody else (no chown, no group/other write).
+    assert f"chmod 0755 {ADMIN_WRAPPER}" in steps[install] and "chown" not in steps[install]
+    assert re.search(r"bws-admin --help(?! \|\|)", steps[check]), "a failing --help must fail the build"
+    script = admin_wrapper_script(process)
+    assert script.startswith("#!/bin/sh\n")
+    assert 'exec /opt/venv/bin/python -m bws.admin "$@"' in script
+    assert "PYTHONPATH=/app " in script, "the code is in /app: bws-admin must work from any directory"
+
+
+def test_the_images_bws_admin_is_make_installs_wrapper_and_the_same_everywhere() -> None:
+    scripts = {admin_wrapper_script(p) for p in PROCESSES.values()}
+    assert len(scripts) == 1
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-m bws.admin" in makefile and '-m bws.admin "$$@"' in makefile
+
+
+def test_the_images_bws_admin_wrapper_runs_the_tool_from_any_directory(tmp_path: Path) -> None:
+    """The image's script, pointed at this checkout and this venv, starts bws-admin from a
+    directory that holds no code."""
+    script = admin_wrapper_script("enroll_service")
+    local = script.replace("/opt/venv/bin/python", sys.executable).replace("PYTHONPATH=/app ", f"PYTHONPATH={ROOT} ")
+    assert sys.executable in local and str(ROOT) in local
+    wrapper = tmp_path / "bws-admin"
+    wrapper.write_text(local)
+    wrapper.chmod(0o755)
+    result = subprocess.run([str(wrapper), "doctor", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: bws-admin doctor" in result.stdout
 
 
 # ------------------------------------------------------------------------------------------
