@@ -13,6 +13,7 @@ import pytest
 from bws.devrun import Stack
 from bws.settings import StorageSettings
 from bws.storage import ObjectStore
+from tests.support.bws3 import Bws3Client
 from tests.support.client import BwsClient
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -53,6 +54,11 @@ def running_stack(name: str, request: pytest.FixtureRequest, **extra_env: str) -
 def client_of(stack: Stack) -> BwsClient:
     """A client with the stack's own app's credentials."""
     return BwsClient(stack.url, stack.app_id, stack.app_secret)
+
+
+def bws3_of(stack: Stack) -> Bws3Client:
+    """A BWS 3 client: the stack's own app, signing with its key (class ids in bws/1)."""
+    return Bws3Client(stack.url, f"127.0.0.1:{stack.grpc_port}", stack.app_id, stack.client_key)
 
 
 def store_of(stack: Stack) -> ObjectStore:

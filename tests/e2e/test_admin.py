@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bws.devrun import Stack
-from tests.e2e.conftest import client_of, running_stack
+from tests.e2e.conftest import bws3_of, client_of, running_stack
 from tests.support import images
 from tests.support.bws3 import Bws3Client
 
@@ -49,7 +49,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def bws3(stack: Stack) -> Bws3Client:
-    return Bws3Client(stack.url, f"127.0.0.1:{stack.grpc_port}", stack.app_id, stack.client_key)
+    return bws3_of(stack)
 
 
 @pytest.fixture(scope="module")

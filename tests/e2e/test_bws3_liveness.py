@@ -16,6 +16,7 @@ from bws.bws3 import bws_pb2
 from bws.bws3 import bwsmessages_pb2 as messages
 from bws.devrun import Stack
 from tests import facegen
+from tests.e2e.conftest import bws3_of
 from tests.support import images
 from tests.support.bws3 import Bws3Client, b64
 
@@ -27,7 +28,7 @@ PHOTO = "/api/v1/photoverify"
 
 @pytest.fixture(scope="module")
 def bws3(stack: Stack) -> Bws3Client:
-    return Bws3Client(stack.url, f"127.0.0.1:{stack.grpc_port}", stack.app_id, stack.client_key)
+    return bws3_of(stack)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bws.devrun import Stack
-from tests.e2e.conftest import running_stack
+from tests.e2e.conftest import bws3_of, running_stack
 from tests.support import images
 from tests.support.bws3 import Bws3Client
 
@@ -27,7 +27,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def bws3(stack: Stack) -> Bws3Client:
-    return Bws3Client(stack.url, f"127.0.0.1:{stack.grpc_port}", stack.app_id, stack.client_key)
+    return bws3_of(stack)
 
 
 def switch_encoder(stack: Stack, version: int, thumbnails: bool = True) -> None:
