@@ -252,3 +252,36 @@ def test_audit_records_wait_for_a_store_that_is_down_and_are_bounded() -> None:
     store = MemoryStore()
     trail.store = store  # type: ignore[assignment]
     assert trail.flush() == 1 and hashlib.sha256(b"").hexdigest()
+
+
+def test_a_rotation_that_crashed_resumes_after_its_last_checkpoint() -> None:
+    from bws.admin import rotation
+
+    store = MemoryStore()
+    old, new = os.urandom(32), os.urandom(32)
+    before = TemplateStore(store, old)  # type: ignore[arg-type]
+    for n in range(450):
+        before.add(f"bws/1/{n:03d}", [embedding(n)], 5)
+    rotating = TemplateStore(store, new, read_keys=(old,))  # type: ignore[arg-type]
+    sealed = rotating.reseal
+    calls = 0
+
+    def crashing(key: str) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > 250:
+            raise RuntimeError("killed")
+        return sealed(key)
+
+    rotating.reseal = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        rotation.rotate(store, rotating)  # type: ignore[arg-type]
+    saved = json.loads(store.objects[rotation.CHECKPOINT])
+    assert saved == {"key_id": rotating.key_id, "after": "templates/bws/1/199"}
+
+    rotating.reseal = sealed  # type: ignore[method-assign]
+    resumed = rotation.rotate(store, rotating)  # type: ignore[arg-type]
+    assert resumed.resumed_after == "templates/bws/1/199" and resumed.complete
+    assert (resumed.resealed, resumed.current) == (200, 50)  # 50 of the 250 done before the crash: after the checkpoint
+    assert resumed.census == {rotating.key_id: 450} and resumed.left_on_other_keys == 0
+    assert rotation.CHECKPOINT not in store.objects
