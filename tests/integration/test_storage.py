@@ -12,10 +12,11 @@ from tests.integration.conftest import S3Server
 pytestmark = pytest.mark.integration
 
 
-def test_bucket_gets_expiry_rules_for_transient_data_and_the_change_log(store: ObjectStore) -> None:
+def test_bucket_gets_expiry_rules_for_transient_data_the_change_log_and_the_audit_trail(store: ObjectStore) -> None:
     rules = store.client.get_bucket_lifecycle(store.bucket).rules
     days = {rule.rule_filter.prefix: rule.expiration.days for rule in rules}
-    assert days == {"uploads/": 1, "tokens/": 1, "indexes/": INDEX_LOG_EXPIRY_DAYS}
+    assert days == {"uploads/": 1, "tokens/": 1, "indexes/": INDEX_LOG_EXPIRY_DAYS,
+                    "audit/": store.settings.audit_retention_days}
 
 
 def test_put_get_and_missing_objects(store: ObjectStore) -> None:
