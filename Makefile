@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto protos/bws/bws3/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install lock protos run test bench bench-bws3 bench-video bench-identify bench-liveness bench-load bench-match lint typecheck clean
+.PHONY: install lock protos run test bench bench-bws3 bench-video bench-identify bench-liveness bench-load bench-match bench-admin lint typecheck clean
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ run: install protos
 test: install protos
 	$(BIN)/python -m pytest
 
-bench: bench-identify bench-match bench-liveness bench-load bench-bws3 bench-video
+bench: bench-identify bench-match bench-liveness bench-load bench-bws3 bench-video bench-admin
 
 bench-liveness: install protos
 	$(BIN)/python -m tests.bench.liveness
@@ -56,6 +56,9 @@ bench-video: install protos
 
 bench-identify: install protos
 	$(BIN)/python -m tests.bench.identify
+
+bench-admin: install protos
+	$(BIN)/python -m tests.bench.admin
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from bws import __version__
 from bws.admin.archive import MANIFEST, ArchiveError, ArchiveWriter, Readable, manifest_of, read_archive
@@ -31,7 +31,8 @@ from bws.storage import TEMPLATES, THUMBNAILS, ObjectStore, PreconditionFailed
 from enroll_service.matching import record_change
 from enroll_service.templates import TemplateError, TemplateStore
 
-BATCH = 32  # objects read from the store at once
+BATCH = 32  # objects (or classes) read or written at once
+T = TypeVar("T")
 MAX_LISTED = 1000  # conflicts named in a report (the rest are counted)
 
 
@@ -54,8 +55,8 @@ class Report:
             self.conflicting.append({"class_id": class_id, "reason": reason})
 
 
-def _batches(keys: Iterator[str]) -> Iterator[list[str]]:
-    while batch := list(islice(keys, BATCH)):
+def _batches(items: Iterator[T]) -> Iterator[list[T]]:
+    while batch := list(islice(items, BATCH)):
         yield batch
 
 
@@ -87,14 +88,19 @@ def _same(stored: dict[str, Any], archived: dict[str, Any]) -> bool:
     return all(stored.get(k) == archived.get(k) for k in keys)
 
 
-def restore(store: ObjectStore, templates: TemplateStore, source: Readable, backup_key: bytes,
-            on_conflict: str = "keep", progress: Callable[[int], None] = lambda _: None) -> Report:
-    """Write the archive's templates into this deployment (see the module docstring)."""
-    if on_conflict not in ("keep", "replace"):
-        raise ValueError("on_conflict must be keep or replace")
-    report = Report()
-    restored = ""  # the class whose template this run wrote or found equal: its thumbnails follow
-    for name, data in read_archive(source, backup_key):
+@dataclass
+class _Class:
+    """One class of an archive: its template's plain JSON, and its thumbnails' when it has them."""
+
+    class_id: str
+    template: bytes
+    thumbnails: bytes | None = None
+
+
+def _classes(members: Iterator[tuple[str, bytes]], report: Report) -> Iterator[_Class]:
+    """The archive's classes, in order (a template's thumbnails follow it)."""
+    current: _Class | None = None
+    for name, data in members:
         if name == MANIFEST:
             report.manifest = manifest_of(data)
             continue
@@ -104,19 +110,69 @@ def restore(store: ObjectStore, templates: TemplateStore, source: Readable, back
                 Bcid.parse_canonical(class_id) is None):
             raise ArchiveError(f"the archive holds an unexpected member: {name}")
         if f"{kind}/" == THUMBNAILS:
-            report.thumbnails += 1
-            if class_id == restored:
-                store.put(THUMBNAILS + class_id, templates.seal_object(THUMBNAILS + class_id, data))
+            if current is None or current.class_id != class_id:
+                raise ArchiveError(f"the thumbnails of {class_id} do not follow its template")
+            current.thumbnails = data
             continue
-        report.templates += 1
-        restored = _restore_template(store, templates, class_id, data, on_conflict, report)
-        progress(1)
+        if current is not None:
+            yield current
+        current = _Class(class_id, data)
+    if current is not None:
+        yield current
+
+
+def restore(store: ObjectStore, templates: TemplateStore, source: Readable, backup_key: bytes,
+            on_conflict: str = "keep", progress: Callable[[int], None] = lambda _: None) -> Report:
+    """Write the archive's templates into this deployment (see the module docstring); a batch
+    of classes at a time, in parallel."""
+    if on_conflict not in ("keep", "replace"):
+        raise ValueError("on_conflict must be keep or replace")
+    report = Report()
+    with ThreadPoolExecutor(8) as pool:
+        for batch in _batches_to_the_fault(_classes(read_archive(source, backup_key), report)):
+            for one, (outcome, reason) in zip(batch, pool.map(
+                    lambda c: _restore_class(store, templates, c, on_conflict), batch), strict=True):
+                report.templates += 1
+                report.thumbnails += one.thumbnails is not None
+                if outcome == "conflict":
+                    report.conflict(one.class_id, reason)
+                else:
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+            progress(len(batch))
     return report
 
 
-def _restore_template(store: ObjectStore, templates: TemplateStore, class_id: str, data: bytes, on_conflict: str,
-                      report: Report) -> str:
-    """Restore one template; the class id when its thumbnails should follow, else ""."""
+def _batches_to_the_fault(classes: Iterator[_Class]) -> Iterator[list[_Class]]:
+    """Batches of classes; when the archive turns out damaged or cut off, the classes read
+    before the fault are restored first (a run with a good archive then goes on from there)."""
+    batch: list[_Class] = []
+    try:
+        for one in classes:
+            batch.append(one)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    except ArchiveError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
+def _restore_class(store: ObjectStore, templates: TemplateStore, one: _Class, on_conflict: str) -> tuple[str, str]:
+    """Restore one class's template (and its thumbnails with it); the outcome (added, replaced,
+    skipped or conflict) and, for a conflict, why."""
+    outcome, reason = _restore_template(store, templates, one.class_id, one.template, on_conflict)
+    key = THUMBNAILS + one.class_id
+    if one.thumbnails is not None and (outcome in ("added", "replaced") or (
+            outcome == "skipped" and not store.exists(key))):  # a run cut short between the two
+        store.put(key, templates.seal_object(key, one.thumbnails))
+    return outcome, reason
+
+
+def _restore_template(store: ObjectStore, templates: TemplateStore, class_id: str, data: bytes,
+                      on_conflict: str) -> tuple[str, str]:
     archived = json.loads(data)
     if archived.get("class_id") != class_id:
         raise ArchiveError(f"the template stored as {class_id} names another class")
@@ -130,26 +186,20 @@ def _restore_template(store: ObjectStore, templates: TemplateStore, class_id: st
             except PreconditionFailed:
                 continue
             record_change(store, class_id)
-            report.added += 1
-            return class_id
+            return "added", ""
         try:
             stored = json.loads(templates.open_object(key, found[0]))
         except TemplateError as error:
-            report.conflict(class_id, str(error))
-            return ""
+            return "conflict", str(error)
         if _same(stored, archived):
-            report.skipped += 1
-            return class_id if not store.exists(THUMBNAILS + class_id) else ""
+            return "skipped", ""
         if on_conflict == "keep":
-            report.conflict(class_id, "the class has a different template (kept; --on-conflict replace replaces it)")
-            return ""
+            return "conflict", "the class has a different template (kept; --on-conflict replace replaces it)"
         try:
             store.put_conditional(key, sealed, if_match=found[1])
         except PreconditionFailed:
             continue
         store.delete([THUMBNAILS + class_id])  # those of the replaced template; the archive's follow
         record_change(store, class_id)
-        report.replaced += 1
-        return class_id
-    report.conflict(class_id, "the class's template kept changing while it was restored")
-    return ""
+        return "replaced", ""
+    return "conflict", "the class's template kept changing while it was restored"

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 
 from bws.storage import ADMIN, TEMPLATES, THUMBNAILS, ObjectStore
 from enroll_service.templates import TemplateStore, sealed_key_id
 
 CHECKPOINT = ADMIN + "key-rotation.json"
 CHECKPOINT_EVERY = 200
+BATCH, PARALLEL = 32, 8  # objects handled at once, by this many threads
 LEGACY = "none (written before key ids)"
 
 
@@ -50,36 +53,48 @@ def _sealed_objects(store: ObjectStore, after: str | None = None) -> Iterator[st
 def key_census(store: ObjectStore, progress: Callable[[int], None] = lambda _: None) -> dict[str, int]:
     """How many template and thumbnails objects each key sealed (by key id)."""
     counts: Counter[str] = Counter()
-    for key in _sealed_objects(store):
+
+    def sealer(key: str) -> str | None:
         head = store.get_range(key, 12)
-        if head is not None:
-            counts[sealed_key_id(head) or LEGACY] += 1
-        progress(1)
+        return None if head is None else sealed_key_id(head) or LEGACY
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for batch in _batches(_sealed_objects(store)):
+            counts.update(found for found in pool.map(sealer, batch) if found is not None)
+            progress(len(batch))
     return dict(counts)
+
+
+def _batches(keys: Iterator[str], size: Callable[[], int] = lambda: BATCH) -> Iterator[list[str]]:
+    while batch := list(islice(keys, size())):
+        yield batch
 
 
 def rotate(store: ObjectStore, templates: TemplateStore, limit: int | None = None, restart: bool = False,
            progress: Callable[[int], None] = lambda _: None) -> RotationReport:
-    """Re-seal what another key sealed (at most ``limit`` objects this run); see the module docstring."""
+    """Re-seal what another key sealed (at most ``limit`` objects this run), a batch at a time
+    in parallel; see the module docstring."""
     report = RotationReport(templates.key_id)
     saved = None if restart else store.get(CHECKPOINT)
     checkpoint = json.loads(saved) if saved else {}
     if checkpoint.get("key_id") == templates.key_id:  # a pass towards another key starts over
         report.resumed_after = checkpoint.get("after")
-    last = report.resumed_after
-    for count, key in enumerate(_sealed_objects(store, report.resumed_after), 1):
-        if limit is not None and report.resealed >= limit:
-            break
-        if templates.reseal(key):
-            report.resealed += 1
-        else:
-            report.current += 1
-        last = key
-        progress(1)
-        if count % CHECKPOINT_EVERY == 0:
-            _save(store, templates.key_id, last)
-    else:
-        report.complete = True
+    last, since_saved = report.resumed_after, 0
+
+    def room() -> int:  # never more in a batch than the limit has left
+        return BATCH if limit is None else max(0, min(BATCH, limit - report.resealed))
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for batch in _batches(_sealed_objects(store, report.resumed_after), room):
+            resealed = sum(pool.map(templates.reseal, batch))
+            report.resealed += resealed
+            report.current += len(batch) - resealed
+            last, since_saved = batch[-1], since_saved + len(batch)
+            progress(len(batch))
+            if since_saved >= CHECKPOINT_EVERY:
+                _save(store, templates.key_id, last)
+                since_saved = 0
+        report.complete = room() > 0  # the keys ran out, not the limit
     if report.complete:
         store.delete([CHECKPOINT])
         report.census = key_census(store)
