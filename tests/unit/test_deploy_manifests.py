@@ -1,11 +1,13 @@
 """The deploy manifests (deploy/): valid Kubernetes objects that keep the promises of deploy/README.md.
 
-Offline and fast: no cluster, no kustomize binary, no Docker engine. The kustomization is
-rendered here in Python (its resources, generators, namespace, labels and images; any other
-kustomize feature makes ``test_kustomization_uses_only_what_this_renderer_understands`` fail,
-so the renderer cannot silently drift from ``kubectl apply -k``). Every rendered object is then
-checked against the strict Kubernetes JSON schemas bundled in ``kubernetes-validate`` (unknown
-fields are errors), for the oldest and the newest Kubernetes version we support.
+Offline and fast: no cluster, no kustomize binary, no Docker engine. The kustomization and
+its overlays (deploy/k8s/overlays/*) are rendered here in Python (resources, a base, generators,
+strategic-merge patches, namespace, labels and images; any other kustomize feature makes
+``test_kustomization_uses_only_what_this_renderer_understands`` fail, so the renderer cannot
+silently drift from ``kubectl apply -k``). Every rendered object is then checked against the
+strict Kubernetes JSON schemas bundled in ``kubernetes-validate`` (unknown fields are errors),
+for the oldest and the newest Kubernetes version we support. The tests that take ``docs`` hold
+for the base and for every overlay.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import copy
 import fnmatch
+import functools
 import http.server
 import importlib.util
 import json
@@ -37,6 +40,7 @@ from bws.settings import EnrollSettings, GatewaySettings, LivenessSettings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+OVERLAYS = K8S / "overlays"
 DOCKER = DEPLOY / "docker"
 COMPOSE = DEPLOY / "compose.yaml"
 
@@ -55,8 +59,23 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentV
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 RENDERER_KEYS = {
     "apiVersion", "kind", "namespace", "labels", "resources",
-    "configMapGenerator", "secretGenerator", "images",
+    "configMapGenerator", "secretGenerator", "images", "patches",
 }
+# What `kubectl apply -k` is given: the base and each overlay on it.
+VARIANTS = {
+    "base": K8S,
+    "minio-distributed": OVERLAYS / "minio-distributed",  # MinIO erasure-coded over 4 nodes
+    "external-s3": OVERLAYS / "external-s3",  # no MinIO: an S3 service outside the cluster
+}
+IN_CLUSTER_MINIO = ("base", "minio-distributed")
+# Strategic merge as Kubernetes declares it for the fields the overlays patch: these lists merge
+# item by item on a key (patchMergeKey), these are replaced whole. A patch that reaches any
+# other list fails the render: teach it here, from the API reference, before using it.
+MERGE_KEYS = {
+    "containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+    "volumeMounts": "mountPath", "topologySpreadConstraints": "topologyKey",
+}
+REPLACED_LISTS = {"args", "command"}
 # Names of variables that hold credentials (for the "no literal secret" checks).
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|ACCESS_KEY|TOKEN|TEMPLATE_KEY|ROOT_USER|BWS_APPS)", re.I)
 
@@ -67,6 +86,8 @@ DUMMY_SECRETS = {
     "BWS_APPS": json.dumps([{"id": "app", "secret": "s" * 24, "storage": "bws"}]),
     "BWS_TOKEN_SECRET": "t" * 48,
     "BWS_TEMPLATE_KEY": base64.b64encode(bytes(32)).decode(),
+    "BWS_S3_ACCESS_KEY": "dummy-access-key",  # the external-s3 overlay's s3-credentials
+    "BWS_S3_SECRET_KEY": "dummy-secret-key-1234",
 }
 
 
@@ -75,8 +96,8 @@ DUMMY_SECRETS = {
 # ------------------------------------------------------------------------------------------
 
 
-def kustomization() -> dict[str, Any]:
-    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+def kustomization(root: Path = K8S) -> dict[str, Any]:
+    return yaml.safe_load((root / "kustomization.yaml").read_text())
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -92,35 +113,132 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def secret_env_example(path: str) -> Path:
-    """The committed example of a (git-ignored) secret env file."""
-    return K8S / (path + ".example")
+def secret_env_example(path: str, root: Path = K8S) -> Path:
+    """The committed example of a (git-ignored) secret env file of the kustomization in `root`."""
+    return root / (path + ".example")
 
 
-def render() -> list[dict[str, Any]]:
-    """What `kubectl apply -k deploy/k8s` sends, minus the generators' hash suffixes.
+def yaml_documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
-    Secrets are generated from the committed ``*.env.example`` files, never from real ones.
+
+def base_of(root: Path, resource: str) -> Path | None:
+    """The kustomization a `resources` entry names (a directory), or None for a file."""
+    path = (root / resource).resolve()
+    return path if path.is_dir() else None
+
+
+def kustomization_roots(root: Path) -> list[Path]:
+    """The kustomization in `root` and the bases it builds on (their directories)."""
+    bases = [base for resource in kustomization(root)["resources"] if (base := base_of(root, resource))]
+    return [root, *(r for base in bases for r in kustomization_roots(base))]
+
+
+def patch_documents(root: Path) -> list[dict[str, Any]]:
+    """The strategic-merge patches of the kustomization in `root`, in order: one document each
+    (the kustomize of older kubectl versions takes no more in one `patches` entry)."""
+    patches = []
+    for entry in kustomization(root).get("patches", []):
+        assert set(entry) in ({"path"}, {"patch"}), f"{root.name}: patches need a path or an inline patch, no target"
+        text = (root / entry["path"]).read_text() if "path" in entry else entry["patch"]
+        found = yaml_documents(text)
+        assert len(found) == 1, f"{root.name}: {entry.get('path', 'an inline patch')} must hold exactly one patch"
+        patches.append(found[0])
+    return patches
+
+
+def strategic_merge(target: dict[str, Any], patch: dict[str, Any], where: str) -> None:
+    """Merge `patch` into `target` as kustomize's strategic merge does, for what MERGE_KEYS and
+    REPLACED_LISTS describe: maps merge key by key, null removes a key, scalars replace."""
+    for key, value in patch.items():
+        at = f"{where}.{key}"
+        assert not key.startswith("$"), f"{at}: only a whole object's `$patch: delete` is rendered here"
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            strategic_merge(target[key], value, at)
+        elif isinstance(value, list):
+            if key in REPLACED_LISTS:
+                target[key] = copy.deepcopy(value)
+                continue
+            assert key in MERGE_KEYS, f"{at}: how this list merges is not known here (add it to MERGE_KEYS)"
+            merge_key, merged = MERGE_KEYS[key], target.setdefault(key, [])
+            for item in value:
+                assert isinstance(item, dict) and merge_key in item, f"{at}: every item needs its {merge_key}"
+                same = [existing for existing in merged if existing.get(merge_key) == item[merge_key]]
+                if not same:
+                    merged.append({})
+                    same = merged[-1:]
+                strategic_merge(same[0], item, f"{at}[{item[merge_key]}]")
+        else:
+            target[key] = value
+
+
+def apply_patch(docs: list[dict[str, Any]], patch: dict[str, Any]) -> None:
+    """A strategic-merge patch applied to the one object of its kind and name (kustomize's
+    `patches` without a target): merged into it, or, with `$patch: delete`, removing it."""
+    kind, name = patch["kind"], patch["metadata"]["name"]
+    targets = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(targets) == 1, f"the patch of {kind} {name} must find exactly one object, found {len(targets)}"
+    [target] = targets
+    assert patch["apiVersion"] == target["apiVersion"], f"the patch of {kind} {name}: another apiVersion"
+    assert patch["metadata"].get("namespace", target["metadata"].get("namespace")) == target["metadata"].get(
+        "namespace"), f"the patch of {kind} {name}: another namespace"
+    if "$patch" in patch:
+        assert patch["$patch"] == "delete", f"{kind} {name}: only `$patch: delete` is rendered here"
+        assert set(patch) == {"$patch", "apiVersion", "kind", "metadata"} and set(patch["metadata"]) == {"name"}
+        docs.remove(target)
+        return
+    body = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {k: v for k, v in patch["metadata"].items() if k not in ("name", "namespace")}
+    strategic_merge(target, body, f"{kind}/{name}")
+
+
+def generate(docs: list[dict[str, Any]], kind: str, gen: dict[str, Any], data: dict[str, str]) -> None:
+    """A generator's object: a new one, or (behavior: merge) its data merged into the base's."""
+    existing = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == gen["name"]]
+    if gen.get("behavior", "create") == "merge":
+        assert len(existing) == 1, f"{kind} {gen['name']}: behavior merge needs one in a base"
+        existing[0]["data"].update(data)
+        return
+    assert not existing, f"{kind} {gen['name']} exists already: kustomize refuses to create it again"
+    doc = {"apiVersion": "v1", "kind": kind, "metadata": {"name": gen["name"]}, "data": data}
+    if kind == "Secret":
+        doc["type"] = "Opaque"
+    docs.append(doc)
+
+
+def render(root: Path = K8S) -> list[dict[str, Any]]:
+    """What `kubectl apply -k <root>` sends, minus the generators' hash suffixes.
+
+    Secrets are generated from the committed ``*.env.example`` files, never from real ones. In
+    kustomize's order: resources (a base rendered first, as a whole), generators, patches, then
+    namespace, labels and images over everything.
     """
-    kust = kustomization()
+    kust = kustomization(root)
     docs: list[dict[str, Any]] = []
     for resource in kust["resources"]:
-        path = K8S / resource
-        assert path.is_file(), f"kustomization.yaml lists {resource}, which is not a file in deploy/k8s"
-        docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+        base = base_of(root, resource)
+        if base is not None:
+            docs.extend(render(base))
+            continue
+        path = root / resource
+        assert path.is_file(), f"{root.name}/kustomization.yaml lists {resource}, which is not a file there"
+        docs.extend(yaml_documents(path.read_text()))
     for gen in kust.get("configMapGenerator", []):
         data: dict[str, str] = {}
         for env in gen.get("envs", []):
-            data.update(read_env_file(K8S / env))
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+            data.update(read_env_file(root / env))
+        generate(docs, "ConfigMap", gen, data)
     for gen in kust.get("secretGenerator", []):
         data = {}
         for env in gen.get("envs", []):
-            data.update(read_env_file(secret_env_example(env)))
-        docs.append({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": gen["name"]},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        })
+            data.update(read_env_file(secret_env_example(env, root)))
+        generate(docs, "Secret", gen, {k: base64.b64encode(v.encode()).decode() for k, v in data.items()})
+    for patch in patch_documents(root):
+        apply_patch(docs, patch)
     labels: dict[str, str] = {}
     for entry in kust.get("labels", []):
         labels.update(entry["pairs"])
@@ -135,6 +253,13 @@ def render() -> list[dict[str, Any]]:
             if name in retag:
                 container["image"] = f"{retag[name].get('newName', name)}:{retag[name].get('newTag', tag)}"
     return docs
+
+
+@functools.cache
+def rendered(variant: str) -> list[dict[str, Any]]:
+    """The objects of one variant, rendered once (tests read them; the ones that change an
+    object change a copy)."""
+    return render(VARIANTS[variant])
 
 
 def pod_template(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -166,9 +291,20 @@ def all_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def docs() -> list[dict[str, Any]]:
-    return render()
+def docs(variant: str) -> list[dict[str, Any]]:
+    """The base's objects, then each overlay's: what a test checks with it holds for all."""
+    return rendered(variant)
+
+
+@pytest.fixture(scope="module")
+def base_docs() -> list[dict[str, Any]]:
+    return rendered("base")
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -216,29 +352,89 @@ def secret_refs(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
 # ------------------------------------------------------------------------------------------
 
 
-def test_kustomization_uses_only_what_this_renderer_understands() -> None:
-    kust = kustomization()
+@pytest.mark.parametrize("root", VARIANTS.values(), ids=list(VARIANTS))
+def test_kustomization_uses_only_what_this_renderer_understands(root: Path) -> None:
+    kust = kustomization(root)
     assert set(kust) <= RENDERER_KEYS, f"teach render() about {set(kust) - RENDERER_KEYS}"
     assert kust["namespace"] == NAMESPACE
     for gen in [*kust.get("configMapGenerator", []), *kust.get("secretGenerator", [])]:
-        assert set(gen) <= {"name", "envs"}, f"generator {gen['name']}: only `envs` is rendered here"
+        assert set(gen) <= {"name", "envs", "behavior"}, f"generator {gen['name']}: only `envs` is rendered here"
+        assert gen.get("behavior", "create") in ("create", "merge"), f"generator {gen['name']}: behavior"
     for entry in kust.get("labels", []):
         assert not entry.get("includeSelectors"), "selectors are written in each file, not by kustomize"
     for resource in kust["resources"]:
-        assert (K8S / resource).is_file() and "/" not in resource
+        base = base_of(root, resource)
+        if base is None:
+            assert (root / resource).is_file() and "/" not in resource
+        else:
+            assert root != K8S and base == K8S, "an overlay builds on the base, and on nothing else"
+    patch_documents(root)  # one document per patch, no targets
+    render(root)  # anything else it meets (a list it cannot merge, a directive) fails here
 
 
-def test_every_yaml_file_in_k8s_is_listed_as_a_resource() -> None:
-    listed = set(kustomization()["resources"])
-    present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+def test_every_overlay_is_rendered_here() -> None:
+    present = {path.parent for path in OVERLAYS.glob("*/kustomization.yaml")}
+    assert present == set(VARIANTS.values()) - {K8S}, "add a new overlay to VARIANTS"
+
+
+@pytest.mark.parametrize("root", VARIANTS.values(), ids=list(VARIANTS))
+def test_every_yaml_file_of_a_kustomization_is_a_resource_or_a_patch(root: Path) -> None:
+    kust = kustomization(root)
+    listed = {r for r in kust["resources"] if base_of(root, r) is None}
+    listed |= {entry["path"] for entry in kust.get("patches", []) if "path" in entry}
+    present = {p.name for p in root.glob("*.yaml")} - {"kustomization.yaml"}
     assert present == listed
 
 
-def test_rendered_objects_are_the_expected_set(docs: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize(
+    ("patch", "error"),
+    [
+        ({"spec": {"ports": [{"port": 1}]}}, "how this list merges is not known here"),
+        ({"spec": {"selector": {"$patch": "replace"}}}, "only a whole object's `$patch: delete`"),
+        ({"$patch": "replace"}, "only `$patch: delete`"),
+        ({"metadata": {"name": "nobody"}}, "must find exactly one object"),
+        ({"apiVersion": "v2"}, "another apiVersion"),
+    ],
+)
+def test_the_renderer_refuses_patches_it_cannot_render_like_kustomize(
+    base_docs: list[dict[str, Any]], patch: dict[str, Any], error: str
+) -> None:
+    docs = copy.deepcopy(base_docs)
+    full = {"apiVersion": "v1", "kind": "Service", **patch, "metadata": {"name": MINIO, **patch.get("metadata", {})}}
+    with pytest.raises(AssertionError, match=re.escape(error)):
+        apply_patch(docs, full)
+
+
+def test_the_renderer_merges_lists_by_their_kubernetes_merge_key(base_docs: list[dict[str, Any]]) -> None:
+    docs = copy.deepcopy(base_docs)
+    apply_patch(docs, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": GATEWAY},
+        "spec": {"replicas": None, "template": {"spec": {"containers": [{
+            "name": GATEWAY, "args": ["--x"],
+            "env": [{"name": "BWS_HTTP_PORT", "value": "8081"}, {"name": "NEW", "value": "1"}],
+        }]}}},
+    })
+    gateway, before = find(docs, "Deployment", GATEWAY), only_container(find(base_docs, "Deployment", GATEWAY))
+    assert "replicas" not in gateway["spec"]  # null removes
+    container = only_container(gateway)  # merged into the container of that name, not added
+    env = {v["name"]: v for v in container["env"]}
+    assert env["BWS_HTTP_PORT"] == {"name": "BWS_HTTP_PORT", "value": "8081"}  # merged by name
+    assert container["env"][-1]["name"] == "NEW" and len(env) == len(before["env"]) + 1  # appended
+    assert container["args"] == ["--x"] and container["image"] == before["image"]
+    delete = {"$patch": "delete", "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": GATEWAY}}
+    apply_patch(docs, delete)
+    assert not [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == GATEWAY]
+
+
+def test_rendered_objects_are_the_expected_set(docs: list[dict[str, Any]], variant: str) -> None:
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for name in (GATEWAY, LIVENESS, ENROLL):
         assert {("Deployment", name), ("Service", name), ("ServiceAccount", name)} <= kinds
-    assert {("StatefulSet", MINIO), ("Service", MINIO), ("ServiceAccount", MINIO)} <= kinds
+    minio = {("StatefulSet", MINIO), ("Service", MINIO), ("ServiceAccount", MINIO)}
+    if variant in IN_CLUSTER_MINIO:
+        assert minio <= kinds
+    else:
+        assert not minio & kinds
     assert {("HorizontalPodAutoscaler", LIVENESS), ("HorizontalPodAutoscaler", ENROLL)} <= kinds
     assert {("CronJob", ADMIN), ("ServiceAccount", ADMIN)} <= kinds
     assert ("Namespace", NAMESPACE) in kinds
@@ -260,8 +456,8 @@ def test_every_rendered_object_validates_against_the_strict_schema(docs: list[di
     "breakage",
     ["misspelled container field", "misspelled probe field", "string replicas", "unknown top-level field"],
 )
-def test_strict_validation_rejects_a_broken_deployment(docs: list[dict[str, Any]], breakage: str) -> None:
-    broken = copy.deepcopy(find(docs, "Deployment", GATEWAY))
+def test_strict_validation_rejects_a_broken_deployment(base_docs: list[dict[str, Any]], breakage: str) -> None:
+    broken = copy.deepcopy(find(base_docs, "Deployment", GATEWAY))
     container = only_container(broken)
     if breakage == "misspelled container field":
         container["imagePulPolicy"] = container.pop("imagePullPolicy")
@@ -397,6 +593,10 @@ def test_selectors_match_their_pod_templates(docs: list[dict[str, Any]]) -> None
             all(pod_labels(w).get(k) == v for k, v in service["spec"]["selector"].items())
             for w in workloads(docs)
         ), f"Service {service['metadata']['name']} selects no pods"
+    for budget in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        selector = budget["spec"]["selector"]
+        selected = [w["metadata"]["name"] for w in workloads(docs) if selects(selector, pod_labels(w))]
+        assert selected == [budget["metadata"]["name"]], f"PodDisruptionBudget {budget['metadata']['name']}"
 
 
 def test_each_process_gets_a_complete_valid_configuration(docs: list[dict[str, Any]]) -> None:
@@ -408,9 +608,8 @@ def test_each_process_gets_a_complete_valid_configuration(docs: list[dict[str, A
     assert liveness.listen == f"0.0.0.0:{GRPC_PORTS[LIVENESS]}"
     enroll = EnrollSettings.from_env(container_env(find(docs, "Deployment", ENROLL), docs))
     assert enroll.listen == f"0.0.0.0:{GRPC_PORTS[ENROLL]}"
-    minio_port = find(docs, "Service", MINIO)["spec"]["ports"][0]["port"]
-    for settings in (gateway, liveness, enroll):
-        assert settings.storage.endpoint == f"{MINIO}:{minio_port}"
+    # One store for all (where it is: test_the_processes_store_in_*).
+    assert gateway.storage == liveness.storage == enroll.storage
     for doc in (find(docs, "Deployment", n) for n in (GATEWAY, LIVENESS, ENROLL)):
         assert container_env(doc, docs)["BWS_LOG_FORMAT"] == "json"
     # Calls are spread over several replicas of each service: what one computed from a sample
@@ -492,32 +691,45 @@ def test_the_namespace_denies_ingress_by_default(docs: list[dict[str, Any]]) -> 
     assert len(deny) == 1
 
 
-@pytest.mark.parametrize(
-    ("target", "port", "sources"),
-    [
-        (GATEWAY, 8080, {GATEWAY, LIVENESS, ENROLL, MINIO, ADMIN, OUTSIDE}),
-        (GATEWAY, 9090, {GATEWAY, LIVENESS, ENROLL, MINIO, ADMIN, OUTSIDE}),
-        (LIVENESS, 50051, {GATEWAY, ADMIN}),
-        (ENROLL, 50052, {GATEWAY, ADMIN}),
-        (MINIO, 9000, {GATEWAY, LIVENESS, ENROLL, ADMIN}),
-    ],
-)
-def test_network_policies_allow_exactly_the_promised_paths(
-    docs: list[dict[str, Any]], target: str, port: int, sources: set[str]
+def promised_paths(variant: str) -> dict[tuple[str, int], set[str]]:
+    """Who may open a connection to which workload's port (deploy/README.md, "Network")."""
+    everyone = {GATEWAY, LIVENESS, ENROLL, ADMIN, OUTSIDE} | ({MINIO} if variant in IN_CLUSTER_MINIO else set())
+    paths = {
+        (GATEWAY, 8080): everyone,
+        (GATEWAY, 9090): everyone,
+        (LIVENESS, 50051): {GATEWAY, ADMIN},
+        (ENROLL, 50052): {GATEWAY, ADMIN},
+    }
+    if variant in IN_CLUSTER_MINIO:
+        # Distributed, the MinIO pods also reach each other: drives, locks, peer calls.
+        peers = {MINIO} if variant == "minio-distributed" else set()
+        paths[(MINIO, 9000)] = {GATEWAY, LIVENESS, ENROLL, ADMIN} | peers
+    return paths
+
+
+def test_network_policies_allow_exactly_the_promised_paths(docs: list[dict[str, Any]], variant: str) -> None:
+    for (target, port), sources in promised_paths(variant).items():
+        assert allowed_sources(docs, target, port) == sources, f"{target}:{port}"
+
+
+def test_network_policies_deny_other_ports(docs: list[dict[str, Any]], variant: str) -> None:
+    closed = [(GATEWAY, 9000), (LIVENESS, 50052), (ENROLL, 50051)]
+    if variant in IN_CLUSTER_MINIO:
+        closed.append((MINIO, 9001))
+    for target, port in closed:
+        assert allowed_sources(docs, target, port) == set(), f"{target}:{port}"
+
+
+def test_network_policies_let_the_admin_job_reach_what_its_doctor_checks(
+    docs: list[dict[str, Any]], variant: str
 ) -> None:
-    assert allowed_sources(docs, target, port) == sources
-
-
-@pytest.mark.parametrize(("target", "port"), [(GATEWAY, 9000), (LIVENESS, 50052), (ENROLL, 50051), (MINIO, 9001)])
-def test_network_policies_deny_other_ports(docs: list[dict[str, Any]], target: str, port: int) -> None:
-    assert allowed_sources(docs, target, port) == set()
-
-
-def test_network_policies_let_the_admin_job_reach_what_its_doctor_checks(docs: list[dict[str, Any]]) -> None:
     """The services' gRPC health, the store and the gateway's /readyz. Its own pod listens on
-    nothing, so no policy admits anyone to it."""
-    for target, port in [(LIVENESS, GRPC_PORTS[LIVENESS]), (ENROLL, GRPC_PORTS[ENROLL]), (MINIO, 9000),
-                         (GATEWAY, 8080)]:
+    nothing, so no policy admits anyone to it. An external store is outside the namespace, where
+    the policies (ingress only) do not reach."""
+    checked = [(LIVENESS, GRPC_PORTS[LIVENESS]), (ENROLL, GRPC_PORTS[ENROLL]), (GATEWAY, 8080)]
+    if variant in IN_CLUSTER_MINIO:
+        checked.append((MINIO, 9000))
+    for target, port in checked:
         assert ADMIN in allowed_sources(docs, target, port), f"bws-admin cannot reach {target}:{port}"
     assert "ports" not in only_container(find(docs, "CronJob", ADMIN))
 
@@ -637,7 +849,9 @@ def test_cpu_bound_services_scale_on_cpu_utilization(docs: list[dict[str, Any]],
     assert "cpu" in only_container(deployment)["resources"]["requests"], "utilization is relative to the request"
 
 
-def test_minio_is_a_statefulset_with_a_volume_claim_and_secret_credentials(docs: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("variant", IN_CLUSTER_MINIO)
+def test_minio_is_a_statefulset_with_a_volume_claim_and_secret_credentials(variant: str) -> None:
+    docs = rendered(variant)
     minio = find(docs, "StatefulSet", MINIO)
     [claim] = minio["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"]
@@ -649,6 +863,232 @@ def test_minio_is_a_statefulset_with_a_volume_claim_and_secret_credentials(docs:
     service = find(docs, "Service", minio["spec"]["serviceName"])
     assert service["spec"]["clusterIP"] == "None", "the StatefulSet's governing Service is headless"
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("s3", 9000)]
+
+
+def store_users(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each process's storage settings, and the bws-admin Job's, as they load from the manifests."""
+    return {
+        GATEWAY: GatewaySettings.from_env(container_env(find(docs, "Deployment", GATEWAY), docs)).storage,
+        LIVENESS: LivenessSettings.from_env(container_env(find(docs, "Deployment", LIVENESS), docs)).storage,
+        ENROLL: EnrollSettings.from_env(container_env(find(docs, "Deployment", ENROLL), docs)).storage,
+        ADMIN: GatewaySettings.from_env(container_env(find(docs, "CronJob", ADMIN), docs)).storage,
+    }
+
+
+@pytest.mark.parametrize("variant", IN_CLUSTER_MINIO)
+def test_the_processes_store_in_the_in_cluster_minio(variant: str) -> None:
+    """BWS_S3_ENDPOINT names a Service of the namespace that sends to the MinIO pods' S3 port,
+    and only to ready pods (a MinIO pod that is not ready cannot serve yet)."""
+    docs = rendered(variant)
+    minio = find(docs, "StatefulSet", MINIO)
+    s3_port = {p["name"]: p["containerPort"] for p in only_container(minio)["ports"]}["s3"]
+    for user, storage in store_users(docs).items():
+        host, _, port = storage.endpoint.partition(":")
+        service = find(docs, "Service", host)
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(minio)), user
+        assert not service["spec"].get("publishNotReadyAddresses"), f"{user}: clients need ready pods"
+        [target] = [p["targetPort"] for p in service["spec"]["ports"] if p["port"] == int(port)]
+        assert target in ("s3", s3_port), user
+        assert storage.secure is False  # inside the namespace, plain HTTP (behind the network policies)
+
+
+# ------------------------------------------------------------------------------------------
+# The minio-distributed overlay: MinIO erasure-coded over several nodes
+# ------------------------------------------------------------------------------------------
+
+
+def expand_ellipses(pattern: str) -> list[str]:
+    """MinIO's `{a...b}` expansion of a server argument (decimal ranges, as used here)."""
+    match = re.search(r"\{(\d+)\.\.\.(\d+)\}", pattern)
+    if not match:
+        return [pattern]
+    low, high = int(match.group(1)), int(match.group(2))
+    assert low <= high, pattern
+    return [
+        expanded
+        for n in range(low, high + 1)
+        for expanded in expand_ellipses(pattern[:match.start()] + str(n) + pattern[match.end():])
+    ]
+
+
+def test_expand_ellipses_is_minios_expansion() -> None:
+    assert expand_ellipses("http://m-{0...1}.x/d{1...2}") == [
+        "http://m-0.x/d1", "http://m-0.x/d2", "http://m-1.x/d1", "http://m-1.x/d2"]
+    assert expand_ellipses("/data") == ["/data"]
+
+
+@pytest.fixture(scope="module")
+def distributed() -> list[dict[str, Any]]:
+    return rendered("minio-distributed")
+
+
+def erasure_set(minio: dict[str, Any]) -> tuple[int, int, int]:
+    """(drives in the set, drives per pod, parity) of a distributed MinIO StatefulSet."""
+    per_pod = len(minio["spec"]["volumeClaimTemplates"])
+    env = {v["name"]: v.get("value") for v in only_container(minio)["env"]}
+    match = re.fullmatch(r"EC:(\d+)", env["MINIO_STORAGE_CLASS_STANDARD"] or "")
+    assert match, "set the parity explicitly: the disruption budget depends on it"
+    return minio["spec"]["replicas"] * per_pod, per_pod, int(match.group(1))
+
+
+def test_distributed_minio_is_four_pods_or_more_started_together_each_with_its_drive(
+    distributed: list[dict[str, Any]]
+) -> None:
+    minio = find(distributed, "StatefulSet", MINIO)
+    assert minio["spec"]["replicas"] >= 4, "MinIO's smallest multi-node erasure set"
+    assert minio["spec"]["podManagementPolicy"] == "Parallel", "each pod waits for its peers to be ready"
+    claims = minio["spec"]["volumeClaimTemplates"]
+    assert claims, "each pod has its own PersistentVolumeClaim"
+    mounts = {m["name"]: m["mountPath"] for m in only_container(minio)["volumeMounts"]}
+    for claim in claims:
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["spec"]["resources"]["requests"]["storage"]
+        assert claim["metadata"]["name"] in mounts
+    volumes = {v["name"] for v in pod_spec(minio)["volumes"]}  # type: ignore[index]
+    assert not volumes & {c["metadata"]["name"] for c in claims}, "a pod volume of a claim's name replaces the claim"
+
+
+def test_distributed_minio_lists_every_pods_drive_by_its_stable_name(distributed: list[dict[str, Any]]) -> None:
+    minio = find(distributed, "StatefulSet", MINIO)
+    service = find(distributed, "Service", minio["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None", "pod DNS names come from a headless Service"
+    assert service["spec"]["publishNotReadyAddresses"] is True, "peers resolve each other before they are ready"
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(minio))
+    container = only_container(minio)
+    args = container["args"]
+    assert args[0] == "server"
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["s3"]
+    assert args[args.index("--address") + 1] == f":{port}"
+    drives = [drive for arg in args[1:] if arg.startswith("http") for drive in expand_ellipses(arg)]
+    name, namespace = minio["metadata"]["name"], minio["metadata"]["namespace"]
+    claim_mounts = [m["mountPath"] for m in container["volumeMounts"]
+                    if m["name"] in {c["metadata"]["name"] for c in minio["spec"]["volumeClaimTemplates"]}]
+    expected = [
+        f"http://{name}-{n}.{service['metadata']['name']}.{namespace}.svc.cluster.local:{port}{mount}"
+        for n in range(minio["spec"]["replicas"]) for mount in claim_mounts
+    ]
+    assert sorted(drives) == sorted(expected), "one drive per claim of every pod, nothing else"
+
+
+def test_distributed_minio_never_puts_two_drives_of_the_set_on_one_node(distributed: list[dict[str, Any]]) -> None:
+    minio = find(distributed, "StatefulSet", MINIO)
+    spread = {c["topologyKey"]: c for c in pod_spec(minio)["topologySpreadConstraints"]}  # type: ignore[index]
+    others = [pod_labels(w) for w in workloads(distributed) if w is not minio]
+    host = spread["kubernetes.io/hostname"]
+    assert host["whenUnsatisfiable"] == "DoNotSchedule" and host["maxSkew"] == 1
+    # With fewer nodes than pods, maxSkew alone lets a node take two: minDomains counts the
+    # missing nodes as empty ones, so a second pod on a node always exceeds the skew.
+    assert host.get("minDomains", 1) >= minio["spec"]["replicas"]
+    for constraint in spread.values():
+        assert selects(constraint["labelSelector"], pod_labels(minio))
+        assert not any(selects(constraint["labelSelector"], labels) for labels in others)
+    zone = spread.get("topology.kubernetes.io/zone")
+    assert zone is None or zone["whenUnsatisfiable"] == "ScheduleAnyway", "a one-zone cluster must still schedule"
+
+
+def test_distributed_minio_disruption_budget_keeps_write_quorum(distributed: list[dict[str, Any]]) -> None:
+    """MinIO's quorum (its erasure coding documentation): reads need N - parity drives, writes
+    as many, plus one when parity is N/2. A drain may take maxUnavailable pods at once."""
+    minio = find(distributed, "StatefulSet", MINIO)
+    budgets = [d for d in distributed if d["kind"] == "PodDisruptionBudget"
+               and selects(d["spec"]["selector"], pod_labels(minio))]
+    assert len(budgets) == 1
+    [budget] = budgets
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": budget["spec"]["selector"]}
+    assert not any(selects(budget["spec"]["selector"], pod_labels(w)) for w in workloads(distributed) if w is not minio)
+    drives, per_pod, parity = erasure_set(minio)
+    assert 2 <= parity <= drives // 2
+    read_quorum = drives - parity
+    write_quorum = drives - parity + (1 if 2 * parity == drives else 0)
+    left = drives - budget["spec"]["maxUnavailable"] * per_pod
+    assert left >= write_quorum, "a drain must not stop writes"
+    assert left - 1 >= read_quorum, "reads survive a drive lost during a drain"
+
+
+def args_without_drives(args: list[str]) -> list[str]:
+    return [a for a in args if not (a.startswith("http") or a.startswith("/data"))]
+
+
+def test_distributed_minio_keeps_the_base_minios_hardening_probes_and_credentials(
+    base_docs: list[dict[str, Any]], distributed: list[dict[str, Any]]
+) -> None:
+    base, minio = find(base_docs, "StatefulSet", MINIO), find(distributed, "StatefulSet", MINIO)
+    for key in ("securityContext", "serviceAccountName", "automountServiceAccountToken", "volumes",
+                "terminationGracePeriodSeconds"):
+        assert pod_spec(minio)[key] == pod_spec(base)[key], key  # type: ignore[index]
+    container, base_container = only_container(minio), only_container(base)
+    for key in ("image", "securityContext", "resources", "ports", "volumeMounts",
+                "startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[key] == base_container[key], key
+    assert all(var in container["env"] for var in base_container["env"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/minio/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/minio/health/ready"
+    assert minio["spec"]["volumeClaimTemplates"] == base["spec"]["volumeClaimTemplates"]
+    assert args_without_drives(container["args"]) == args_without_drives(base_container["args"])
+
+
+def test_distributed_minios_clients_connect_through_a_virtual_ip(distributed: list[dict[str, Any]]) -> None:
+    """kube-proxy spreads the processes' connections over the ready pods (any pod serves any
+    object); the headless peer Service is not the clients'."""
+    host = {storage.endpoint.partition(":")[0] for storage in store_users(distributed).values()}
+    assert host == {MINIO}
+    service = find(distributed, "Service", MINIO)
+    assert service["spec"].get("clusterIP") != "None" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert find(distributed, "StatefulSet", MINIO)["spec"]["serviceName"] != MINIO
+
+
+# ------------------------------------------------------------------------------------------
+# The external-s3 overlay: no MinIO, an S3 service outside the cluster
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def external() -> list[dict[str, Any]]:
+    return rendered("external-s3")
+
+
+def test_external_s3_leaves_no_minio_behind(external: list[dict[str, Any]]) -> None:
+    for doc in external:
+        assert MINIO not in json.dumps(doc).lower(), f"{doc['kind']} {doc['metadata']['name']} mentions MinIO"
+    policies = [d for d in external if d["kind"] == "NetworkPolicy"]
+    assert policies and not [p for p in policies if MINIO in json.dumps(p).lower()], "no policy for MinIO's pods"
+
+
+def test_external_s3_every_process_uses_the_configured_store_over_tls(external: list[dict[str, Any]]) -> None:
+    config = read_env_file(VARIANTS["external-s3"] / "config.env")
+    services = {d["metadata"]["name"] for d in external if d["kind"] == "Service"}
+    for user, storage in store_users(external).items():
+        assert storage.secure is True, user
+        assert (storage.endpoint, storage.region, storage.bucket) == (
+            config["BWS_S3_ENDPOINT"], config["BWS_S3_REGION"], config["BWS_S3_BUCKET"]), user
+        assert storage.endpoint.partition(":")[0] not in services, f"{user}: the store is outside the cluster"
+    for kind, name in (("Deployment", GATEWAY), ("Deployment", LIVENESS), ("Deployment", ENROLL), ("CronJob", ADMIN)):
+        refs = secret_refs(find(external, kind, name))
+        for key in ("BWS_S3_ACCESS_KEY", "BWS_S3_SECRET_KEY"):
+            assert refs[key] == {"name": "s3-credentials", "key": key}, f"{name}: {key}"
+
+
+def test_external_s3_header_says_what_the_store_must_support() -> None:
+    """What bws/storage.py relies on, said where an operator chooses the store."""
+    from bws.storage import AUDIT, INDEXES, TOKENS, UPLOADS
+
+    header = "\n".join(line for line in (VARIANTS["external-s3"] / "kustomization.yaml").read_text().splitlines()
+                       if line.startswith("#"))
+    storage = (ROOT / "bws" / "storage.py").read_text()
+    for needed in ("If-None-Match: *", "If-Match"):
+        assert needed in header
+    assert '"If-None-Match"' in storage and '"If-Match"' in storage, "the headers it sends"
+    assert "set_bucket_lifecycle" in storage
+    for prefix in (UPLOADS, TOKENS, INDEXES, AUDIT):
+        assert prefix in header, f"the lifecycle rule on {prefix}"
+    for store in ("AWS S3", "MinIO", "SeaweedFS"):
+        assert store in header
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "base"])
+def test_each_overlay_tells_how_to_apply_it(variant: str) -> None:
+    command = f"kubectl apply -k {VARIANTS[variant].relative_to(ROOT)}"
+    assert command in (VARIANTS[variant] / "kustomization.yaml").read_text()
+    assert command in (DEPLOY / "README.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -668,18 +1108,24 @@ def test_every_secret_and_config_reference_resolves(docs: list[dict[str, Any]]) 
                 find(docs, "ConfigMap", source["configMapRef"]["name"])
 
 
-def test_no_credentials_are_written_in_the_manifests(docs: list[dict[str, Any]]) -> None:
-    for resource in kustomization()["resources"]:
-        for doc in yaml.safe_load_all((K8S / resource).read_text()):
-            if doc:
-                assert doc["kind"] != "Secret", f"{resource}: Secrets come from the secretGenerator only"
+def test_no_credentials_are_written_in_the_manifests(docs: list[dict[str, Any]], variant: str) -> None:
+    for root in kustomization_roots(VARIANTS[variant]):
+        kust = kustomization(root)
+        for resource in kust["resources"]:
+            if base_of(root, resource) is None:
+                for doc in yaml_documents((root / resource).read_text()):
+                    assert doc["kind"] != "Secret", f"{resource}: Secrets come from the secretGenerator only"
+        for patch in patch_documents(root):
+            assert patch["kind"] != "Secret" or patch.get("$patch") == "delete", "a patch writes no Secret"
+        for gen in kust.get("configMapGenerator", []):
+            for env in gen["envs"]:
+                config = read_env_file(root / env)
+                assert not [k for k in config if SECRET_NAME.search(k)], f"{env} is not for secrets"
     for doc in workloads(docs):
         for container in all_containers(doc):
             for var in container.get("env", []):
                 if SECRET_NAME.search(var["name"]):
                     assert "value" not in var, f"{var['name']} must come from a Secret"
-    config = read_env_file(K8S / "config.env")
-    assert not [k for k in config if SECRET_NAME.search(k)], "config.env is not for secrets"
 
 
 def test_secret_env_files_are_git_ignored_and_only_examples_are_committed() -> None:
@@ -691,11 +1137,13 @@ def test_secret_env_files_are_git_ignored_and_only_examples_are_committed() -> N
     def is_ignored(relative_to_deploy: str) -> bool:
         return any(fnmatch.fnmatch("/" + relative_to_deploy, pattern) for pattern in ignored)
 
-    envs = [env for gen in kustomization()["secretGenerator"] for env in gen["envs"]]
-    assert envs
-    for env in envs:
-        assert is_ignored(f"k8s/{env}"), f"deploy/k8s/{env} must be git-ignored"
-        example = secret_env_example(env)
+    envs = [(root, env) for root in VARIANTS.values()
+            for gen in kustomization(root).get("secretGenerator", []) for env in gen["envs"]]
+    assert {root for root, _ in envs} == set(VARIANTS.values()) - {VARIANTS["minio-distributed"]}
+    for root, env in envs:
+        real = (root / env).relative_to(DEPLOY)
+        assert is_ignored(str(real)), f"deploy/{real} must be git-ignored"
+        example = secret_env_example(env, root)
         assert not is_ignored(str(example.relative_to(DEPLOY)))
         for key, value in read_env_file(example).items():
             assert "change-me" in value, f"{example.name}: {key} must be a placeholder"
