@@ -10,15 +10,11 @@ Inside (plain, once decrypted) it is a POSIX tar, in this order:
   and names in order, so that a member missing, added or moved is found (and the list of
   digests need not be held in memory while an archive of a million templates is written).
 
-Outside, the stream is cut in chunks of up to 64 KiB, each sealed with AES-256-GCM under the
-backup key (``BWS_BACKUP_KEY``, base64 of 32 bytes; not the template key, so that an archive
-can be restored into a deployment with another template key). A chunk's nonce is a random
-prefix, its number and a final flag, and the header is associated data: chunks cannot be
-reordered, dropped, cut off or moved to another archive without the read failing (the STREAM
-construction of Hoang, Reyhanitabar, Rogaway and Vizár).
-
-    header = b"BWSBACKUP1" + key id (8 bytes) + nonce prefix (7 bytes)
-    chunk  = length (4 bytes, big endian) + AES-GCM(key, prefix + number (4) + final (1), plain, header)
+Outside, the stream is cut in chunks of up to 64 KiB, sealed with AES-256-GCM under the backup
+key (``BWS_BACKUP_KEY``, base64 of 32 bytes; not the template key, so that an archive can be
+restored into a deployment with another template key) as ``bws/sealing.py`` seals a stream:
+chunks cannot be changed, reordered, dropped, cut off or moved to another archive without the
+read failing. The header's magic is ``BWSBACKUP1``.
 """
 
 from __future__ import annotations
@@ -26,27 +22,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import struct
 import tarfile
 import time
 from collections.abc import Iterator
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from bws.sealing import Readable, Sealer, SealError, open_stream
 
 MAGIC = b"BWSBACKUP1"
 FORMAT = "bws-backup/1"
 CHUNK = 64 * 1024
-_TAG = 16
 DIGEST_HEADER = "BWS.sha256"
 SUMS = "checksums.json"
 MANIFEST = "manifest.json"
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class ArchiveError(ValueError):
@@ -62,12 +50,9 @@ class _EncryptingWriter(io.RawIOBase):
 
     def __init__(self, out: IO[bytes], key: bytes) -> None:
         self._out = out
-        self._aead = AESGCM(key)
-        self._prefix = os.urandom(7)
-        self._header = MAGIC + key_id(key) + self._prefix
+        self._sealer = Sealer(key, MAGIC, key_id(key))
         self._buffer = bytearray()
-        self._number = 0
-        out.write(self._header)
+        out.write(self._sealer.header)
 
     def writable(self) -> bool:
         return True
@@ -75,18 +60,12 @@ class _EncryptingWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._buffer += bytes(data)
         while len(self._buffer) > CHUNK:  # keep one back: the last chunk must carry the final flag
-            self._emit(bytes(self._buffer[:CHUNK]), final=False)
+            self._out.write(self._sealer.seal(bytes(self._buffer[:CHUNK])))
             del self._buffer[:CHUNK]
         return len(data)
 
-    def _emit(self, plain: bytes, final: bool) -> None:
-        nonce = self._prefix + struct.pack(">IB", self._number, int(final))
-        sealed = self._aead.encrypt(nonce, plain, self._header)
-        self._out.write(struct.pack(">I", len(sealed)) + sealed)
-        self._number += 1
-
     def finish(self) -> None:
-        self._emit(bytes(self._buffer), final=True)
+        self._out.write(self._sealer.seal(bytes(self._buffer), final=True))
         self._buffer.clear()
         self._out.flush()
 
@@ -95,48 +74,28 @@ class _DecryptingReader(io.RawIOBase):
     """A read-only file over a sealed stream; raises ArchiveError on any fault."""
 
     def __init__(self, source: Readable, key: bytes) -> None:
-        self._source = source
-        header = source.read(len(MAGIC) + 15)
-        if len(header) != len(MAGIC) + 15 or not header.startswith(MAGIC):
-            raise ArchiveError("this is not a bws-admin backup archive")
-        if header[len(MAGIC):len(MAGIC) + 8] != key_id(key):
-            raise ArchiveError("the archive was encrypted with another backup key (BWS_BACKUP_KEY)")
-        self._aead = AESGCM(key)
-        self._header = header
-        self._prefix = header[len(MAGIC) + 8:]
+        self._chunks = open_stream(source, MAGIC, lambda found: key if found == key_id(key) else None, CHUNK,
+                                   "bws-admin backup archive")
         self._plain = b""
-        self._number = 0
         self._done = False
+        try:  # the header is checked at once: another key fails before anything is read
+            self._plain = next(self._chunks)
+        except StopIteration:
+            self._done = True
+        except SealError as error:
+            raise ArchiveError(str(error).replace("another key", "another backup key (BWS_BACKUP_KEY)")) from None
 
     def readable(self) -> bool:
         return True
 
-    def _next_chunk(self) -> None:
-        raw_length = self._source.read(4)
-        if len(raw_length) != 4:
-            raise ArchiveError("the archive is cut off (its last part is missing)")
-        (length,) = struct.unpack(">I", raw_length)
-        if not _TAG <= length <= CHUNK + _TAG:
-            raise ArchiveError("the archive is damaged (a chunk has an impossible length)")
-        sealed = self._source.read(length)
-        if len(sealed) != length:
-            raise ArchiveError("the archive is cut off (a chunk is incomplete)")
-        for final in (False, True):
-            nonce = self._prefix + struct.pack(">IB", self._number, int(final))
-            try:
-                self._plain = self._aead.decrypt(nonce, sealed, self._header)
-            except InvalidTag:
-                continue
-            self._number += 1
-            self._done = final
-            if final and self._source.read(1):
-                raise ArchiveError("the archive has data after its end")
-            return
-        raise ArchiveError("the archive is damaged or was tampered with (a chunk does not authenticate)")
-
     def readinto(self, buffer: Any) -> int:
         while not self._plain and not self._done:
-            self._next_chunk()
+            try:
+                self._plain = next(self._chunks)
+            except StopIteration:
+                self._done = True
+            except SealError as error:
+                raise ArchiveError(str(error)) from None
         count = min(len(buffer), len(self._plain))
         buffer[:count] = self._plain[:count]
         self._plain = self._plain[count:]
