@@ -56,6 +56,7 @@ bench-video: install protos
 
 bench-identify: install protos
 	$(BIN)/python -m tests.bench.identify
+	$(BIN)/python -m tests.bench.identify_scale
 
 bench-admin: install protos
 	$(BIN)/python -m tests.bench.admin

@@ -419,6 +419,11 @@ class EnrollSettings:
     # (LEVEL_1..LEVEL_5, false-accept rates 0.5 / 0.25 / 0.1 / 0.01 / 0.001 %), ascending;
     # measured by ``make bench-match`` (see docs/bws3.md for which levels its data resolves).
     photo_level_thresholds: tuple[float, ...] = PHOTO_LEVEL_THRESHOLDS
+    # BWS_INDEX_SNAPSHOT_MIN_CLASSES, BWS_INDEX_SNAPSHOT_EVERY_CHANGES: a partition's search
+    # index of at least that many classes is kept as a snapshot in the store, written again
+    # after that many changes (or a day), which a new replica loads instead of every template.
+    index_snapshot_min_classes: int = 10_000
+    index_snapshot_every_changes: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
@@ -437,6 +442,8 @@ class EnrollSettings:
             encoder_version=_encoder_version(env),
             store_thumbnails=_bool(env, "BWS_STORE_THUMBNAILS", True),
             photo_level_thresholds=_levels(env),
+            index_snapshot_min_classes=_int(env, "BWS_INDEX_SNAPSHOT_MIN_CLASSES", 10_000, low=1),
+            index_snapshot_every_changes=_int(env, "BWS_INDEX_SNAPSHOT_EVERY_CHANGES", 10_000, low=1),
         )
 
 

@@ -15,7 +15,9 @@ upload, whose bytes the gateway sends along to the inspection while it stores th
 - ``tokens/{token_id}/result`` — the outcome of the token's last biometric call (JSON).
 - ``templates/{storage}/{partition}/{class_id}`` — an encrypted biometric template.
 - ``indexes/{storage}/{partition}/log/{nanos}-{random}-{class_id}`` — the change log that keeps
-  every enrollment service replica's in-memory search index current (see enroll_service/matching.py).
+  every enrollment service replica's in-memory search index current (see enroll_service/matching.py);
+  ``indexes/{storage}/{partition}/snapshot/{nanos}``: the index itself, sealed, which a new replica
+  loads before it reads the log (enroll_service/snapshots.py).
 - ``audit/{date}/{hour}/{nanos}-{random}.jsonl`` — the audit trail, append-only (bws/audit.py).
 - ``admin/...`` — the progress of long admin work, to resume it (``bws-admin keys rotate``).
 
@@ -46,6 +48,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from bws.sealing import Readable
 from bws.settings import StorageSettings
 
 log = logging.getLogger(__name__)
@@ -254,6 +257,23 @@ class ObjectStore:
             for listed in self.client.list_objects(self.bucket, prefix, recursive=True, start_after=start_after):
                 if listed.object_name:
                     yield listed.object_name
+
+    def put_stream(self, key: str, source: Readable, part_size: int) -> None:
+        """Store what ``source`` yields, of unknown length, in a multipart upload of
+        ``part_size`` parts: nothing is visible under ``key`` until the whole is written."""
+        with _unavailable_on_error("store an object"):
+            self.client.put_object(self.bucket, key, source, length=-1, part_size=part_size)  # type: ignore[arg-type]
+
+    @contextmanager
+    def stream(self, key: str) -> Iterator[Readable]:
+        """An object as a readable stream, read as it arrives."""
+        with _unavailable_on_error("read an object"):
+            response = self.client.get_object(self.bucket, key)
+            try:
+                yield response
+            finally:
+                response.close()
+                response.release_conn()
 
     def get_range(self, key: str, length: int) -> bytes | None:
         """The first ``length`` bytes of an object (None when it does not exist)."""

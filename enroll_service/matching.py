@@ -14,6 +14,13 @@ the index reads the entries it has not applied (one LIST request) and reloads th
 Building an index reads no old entries, so start-up costs the same however long the log has
 grown; entries expire (``INDEX_LOG_EXPIRY_DAYS``), and an index that has not read the log for
 half that time is built again.
+
+A partition of many classes is not built from its templates each time a replica starts: the
+replica loads the newest snapshot of the index in the store (enroll_service/snapshots.py) and
+catches up with the log from just before its position. A replica writes a snapshot (in the
+background, of a copy) after building a partition of at least ``BWS_INDEX_SNAPSHOT_MIN_CLASSES``
+classes from its templates, and again once it has applied ``BWS_INDEX_SNAPSHOT_EVERY_CHANGES``
+changes or its snapshot is a day old, so that a snapshot is always younger than the log's expiry.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bws.storage import INDEX_LOG_EXPIRY_DAYS, INDEXES, TEMPLATES, ObjectStore
+from enroll_service import snapshots
 from enroll_service.templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,9 @@ CLOCK_SKEW_NANOS = 30 * 1_000_000_000
 RESCAN_SECONDS = 10.0
 # Entries the index has not read may have expired after this long: build it again instead.
 REBUILD_AFTER_SECONDS = INDEX_LOG_EXPIRY_DAYS * 24 * 3600 / 2
+# A snapshot is written again after this long even without changes: it must stay younger than
+# REBUILD_AFTER_SECONDS to be used (and the bucket's rule expires indexes/ after the log's days).
+SNAPSHOT_MAX_AGE_NANOS = 24 * 3600 * 1_000_000_000
 
 
 def centroid(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -131,16 +142,23 @@ class _Cached:
     newest: str  # the newest applied entry, or the log position the index was built at
     rescanned: float = field(default_factory=time.monotonic)
     read: float = field(default_factory=time.monotonic)  # when the log was last read
+    snapshot_nanos: int = 0  # the position of the newest snapshot this index came from or wrote
+    changes: int = 0  # log entries applied since then
+    snapshotting: bool = False  # a snapshot of it is being written
 
 
 class IndexCache:
     """One PartitionIndex per (storage, partition), kept current through the change log."""
 
-    def __init__(self, store: ObjectStore, templates: TemplateStore) -> None:
+    def __init__(self, store: ObjectStore, templates: TemplateStore, snapshot_min_classes: int = 10_000,
+                 snapshot_every_changes: int = 10_000) -> None:
         self.store = store
         self.templates = templates
+        self.snapshot_min_classes = snapshot_min_classes
+        self.snapshot_every_changes = snapshot_every_changes
         self._partitions: dict[str, _Cached] = {}
         self._lock = threading.Lock()
+        self._snapshots = ThreadPoolExecutor(1, thread_name_prefix="snapshot")  # one upload at a time
 
     def record_change(self, class_id: str) -> None:
         """Append a change-log entry after a template of ``class_id`` was written or deleted."""
@@ -154,11 +172,57 @@ class IndexCache:
         with self._lock:  # one partition update or search at a time: the matrix is replaced in place
             cached = self._partitions.get(prefix)
             if cached is None or time.monotonic() - cached.read > REBUILD_AFTER_SECONDS:
-                cached = self._partitions[prefix] = self._build(prefix)
+                cached = self._partitions[prefix] = self._load(prefix) or self._build(prefix)
             else:
                 self._catch_up(prefix, cached)
+            self._snapshot_if_due(prefix, cached)
             index = cached.index
             return index.search(probe, top_k, threshold, tags), len(index), len(index.outdated)
+
+    def _load(self, prefix: str) -> _Cached | None:
+        """The index from the partition's newest snapshot, caught up with the log; None when
+        there is none that can be used."""
+        began = time.monotonic()
+        key = snapshots.newest(self.store, prefix)
+        if key is None:
+            return None
+        nanos = snapshots.position_nanos(key)
+        if time.time_ns() - nanos > REBUILD_AFTER_SECONDS * 1e9:  # the log since may be gone
+            return None
+        found = snapshots.read(self.store, self.templates, key)
+        if found is None:
+            return None
+        class_ids, matrix, tags, outdated = found
+        index = PartitionIndex(class_ids, matrix, {c: row for row, c in enumerate(class_ids)}, tags, outdated)
+        start = f"{INDEXES}{prefix}/log/{max(0, nanos - CLOCK_SKEW_NANOS):020d}"
+        cached = _Cached(index, applied=set(), newest=start, snapshot_nanos=nanos)
+        self._catch_up(prefix, cached)
+        cached.changes = 0
+        log.info("index %s loaded from its snapshot: %d classes in %.2f s", prefix, len(index),
+                 time.monotonic() - began)
+        return cached
+
+    def _snapshot_if_due(self, prefix: str, cached: _Cached) -> None:
+        """Write a snapshot of the index (a copy, in the background) when it is worth one."""
+        if cached.snapshotting or len(cached.index) < self.snapshot_min_classes:
+            return
+        age = time.time_ns() - cached.snapshot_nanos
+        if cached.changes < self.snapshot_every_changes and cached.snapshot_nanos and age < SNAPSHOT_MAX_AGE_NANOS:
+            return
+        index, position = cached.index, cached.newest
+        copy = (list(index.class_ids), index.matrix.copy(), list(index.tags), set(index.outdated))
+        cached.snapshotting, cached.changes = True, 0
+
+        def write() -> None:
+            try:
+                snapshots.write(self.store, self.templates, prefix, position, *copy)
+                cached.snapshot_nanos = snapshots.position_nanos(position)
+            except Exception:
+                log.warning("index %s: the snapshot could not be written; trying again later", prefix, exc_info=True)
+            finally:
+                cached.snapshotting = False
+
+        self._snapshots.submit(write)
 
     def _log_entries(self, prefix: str, start_after: str | None) -> list[str]:
         return self.store.list_keys(f"{INDEXES}{prefix}/log/", start_after=start_after)
@@ -175,12 +239,20 @@ class IndexCache:
         built_at = f"{INDEXES}{prefix}/log/{max(0, time.time_ns() - CLOCK_SKEW_NANOS):020d}"
         class_ids = [k[len(TEMPLATES):] for k in self.store.list_keys(f"{TEMPLATES}{prefix}/")]
         index = PartitionIndex()
+
+        def summary(class_id: str) -> tuple[bool, np.ndarray | None, list[str]] | None:
+            """What the index keeps of a template (not the template: memory per class stays small)."""
+            template = self.templates.get(class_id)
+            if template is None:
+                return None
+            usable = self.templates.is_current(template) and template.embeddings
+            return self.templates.is_current(template), centroid(template.matrix()) if usable else None, template.tags
+
         with ThreadPoolExecutor(16) as pool:
-            loaded = list(pool.map(self.templates.get, class_ids))
-        current = self.templates.is_current
-        index.put_many([(c, centroid(t.matrix()), t.tags) for c, t in zip(class_ids, loaded, strict=True)
-                        if t is not None and current(t) and t.embeddings])
-        index.outdated = {c for c, t in zip(class_ids, loaded, strict=True) if t is not None and not current(t)}
+            loaded = list(pool.map(summary, class_ids))
+        index.put_many([(c, found[1], found[2]) for c, found in zip(class_ids, loaded, strict=True)
+                        if found is not None and found[1] is not None])
+        index.outdated = {c for c, found in zip(class_ids, loaded, strict=True) if found is not None and not found[0]}
         log.info("index %s built: %d classes in %.2f s", prefix, len(index), time.monotonic() - began)
         return _Cached(index, applied=set(), newest=built_at)
 
@@ -204,6 +276,7 @@ class IndexCache:
             else:
                 cached.index.put(class_id, centroid(template.matrix()), template.tags)
         cached.applied.update(fresh)
+        cached.changes += len(fresh)
         cached.newest = max(cached.newest, *fresh)
         horizon = self._nanos(cached.newest) - 2 * CLOCK_SKEW_NANOS
         cached.applied = {e for e in cached.applied if self._nanos(e) >= horizon}

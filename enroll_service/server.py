@@ -92,7 +92,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.store = store
         self.encoder = ENCODERS[settings.encoder_version]
         self.templates = TemplateStore(store, settings.template_key, self.encoder, settings.template_read_keys)
-        self.indexes = IndexCache(store, self.templates)
+        self.indexes = IndexCache(store, self.templates, settings.index_snapshot_min_classes,
+                                  settings.index_snapshot_every_changes)
         self.pool = pool
         self._preparing: dict[str, asyncio.Task[np.ndarray | None]] = {}  # sample key -> PrepareSample
         self.recent: RecentSamples[Embedded] = RecentSamples()  # embeddings prepared in the last minutes

@@ -119,6 +119,12 @@ class TemplateStore:
         self._sealed = _Sealed((key, *read_keys))
         self._sealed_thumbnails = _Sealed((key, *read_keys), "#thumbnails")
         self.key_id = self._sealed.current
+        self.key = key
+        self._keys = {bytes.fromhex(key_id(k)): k for k in reversed((key, *read_keys))}
+
+    def key_by_id(self, found: bytes) -> bytes | None:
+        """The configured key with this id (8 bytes), for what else is sealed with template keys."""
+        return self._keys.get(found)
 
     def is_current(self, template: Template) -> bool:
         """Whether the template's embeddings can be compared with this service's."""
