@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bws.sealing import Sealer, SealError, open_stream
+from bws.sealing import Readable, Sealer, SealError, open_stream
 from bws.storage import INDEXES, ObjectStore, StorageUnavailable
 from enroll_service.templates import TemplateStore
 
@@ -135,3 +135,35 @@ def read(store: ObjectStore, templates: TemplateStore, key: str
     for row, found in meta["tags"].items():
         tags[int(row)] = frozenset(found)
     return class_ids, matrix, tags, {f"{prefix}/{number}" for number in meta["outdated"]}
+
+
+def sealed_key_id(head: bytes) -> str | None:
+    """The id of the key that sealed a snapshot (its first 17 bytes suffice)."""
+    return head[len(MAGIC):len(MAGIC) + 8].hex() if head.startswith(MAGIC) and len(head) >= len(MAGIC) + 8 else None
+
+
+def reseal(store: ObjectStore, templates: TemplateStore, key: str) -> bool:
+    """Seal a snapshot with the current template key if another key sealed it (a key
+    rotation), a chunk at a time; whether it was. One that does not open is deleted: the next
+    replica builds the index from the templates and writes a new one."""
+    head = store.get_range(key, len(MAGIC) + 8)
+    if head is None or sealed_key_id(head) == templates.key_id:
+        return False
+    sealer = Sealer(templates.key, MAGIC, bytes.fromhex(templates.key_id))
+
+    def chunks(source: Readable) -> Iterator[bytes]:
+        yield sealer.header
+        held = None
+        for plain in open_stream(source, MAGIC, templates.key_by_id, MAX_CHUNK, "index snapshot"):
+            if held is not None:
+                yield sealer.seal(held)
+            held = plain
+        yield sealer.seal(held or b"", final=True)
+
+    try:
+        with store.stream(key) as source:
+            store.put_stream(key, _Stream(chunks(source)), PART_SIZE)
+    except SealError as error:
+        log.warning("the index snapshot %s cannot be opened (%s): deleted", key, error)
+        store.delete([key])
+    return True

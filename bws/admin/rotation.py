@@ -1,5 +1,6 @@
-"""Template key rotation, online: re-seal every template and thumbnails object with the current
-key (``BWS_TEMPLATE_KEY``) that another key (one of ``BWS_TEMPLATE_READ_KEYS``) sealed.
+"""Template key rotation, online: re-seal every template, thumbnails object and index snapshot
+with the current key (``BWS_TEMPLATE_KEY``) that another key (one of ``BWS_TEMPLATE_READ_KEYS``)
+sealed.
 
 The enrollment service keeps answering: it reads with either key and writes with the current
 one, and each object is re-sealed by a conditional write on the ETag just read, so a template
@@ -20,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
-from bws.storage import ADMIN, TEMPLATES, THUMBNAILS, ObjectStore
+from bws.storage import ADMIN, INDEXES, TEMPLATES, THUMBNAILS, ObjectStore
+from enroll_service import snapshots
 from enroll_service.templates import TemplateStore, sealed_key_id
 
 CHECKPOINT = ADMIN + "key-rotation.json"
@@ -44,10 +46,22 @@ class RotationReport:
 
 
 def _sealed_objects(store: ObjectStore, after: str | None = None) -> Iterator[str]:
-    for prefix in (TEMPLATES, THUMBNAILS):  # in key order: templates/ < thumbnails/
+    """Every object a template key seals, in key order: index snapshots (indexes/ < templates/
+    < thumbnails/), templates, thumbnails."""
+    for prefix in (INDEXES, TEMPLATES, THUMBNAILS):
         if after and after >= prefix + "\uffff":
             continue
-        yield from store.iter_keys(prefix, start_after=after if after and after.startswith(prefix) else None)
+        keys = store.iter_keys(prefix, start_after=after if after and after.startswith(prefix) else None)
+        yield from (key for key in keys if prefix != INDEXES or "/snapshot/" in key)
+
+
+def _reseal(templates: TemplateStore, key: str) -> bool:
+    return snapshots.reseal(templates.store, templates, key) if key.startswith(INDEXES) else templates.reseal(key)
+
+
+def _sealer_of(key: str, head: bytes) -> str:
+    found = snapshots.sealed_key_id(head) if key.startswith(INDEXES) else sealed_key_id(head)
+    return found or LEGACY
 
 
 def key_census(store: ObjectStore, progress: Callable[[int], None] = lambda _: None) -> dict[str, int]:
@@ -55,8 +69,8 @@ def key_census(store: ObjectStore, progress: Callable[[int], None] = lambda _: N
     counts: Counter[str] = Counter()
 
     def sealer(key: str) -> str | None:
-        head = store.get_range(key, 12)
-        return None if head is None else sealed_key_id(head) or LEGACY
+        head = store.get_range(key, 24)
+        return None if head is None else _sealer_of(key, head)
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         for batch in _batches(_sealed_objects(store)):
@@ -86,7 +100,7 @@ def rotate(store: ObjectStore, templates: TemplateStore, limit: int | None = Non
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         for batch in _batches(_sealed_objects(store, report.resumed_after), room):
-            resealed = sum(pool.map(templates.reseal, batch))
+            resealed = sum(pool.map(lambda key: _reseal(templates, key), batch))
             report.resealed += resealed
             report.current += len(batch) - resealed
             last, since_saved = batch[-1], since_saved + len(batch)

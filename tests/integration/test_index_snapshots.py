@@ -111,3 +111,22 @@ def test_a_snapshot_that_does_not_open_is_not_used(store: ObjectStore) -> None:
     assert snapshots.read(store, rotated, newest) is not None
     assert snapshots.read(store, TemplateStore(store, os.urandom(32)), newest) is None  # another key
     assert np.allclose(snapshots.read(store, rotated, newest)[1], first._partitions["bws/1"].index.matrix)  # type: ignore[index]
+
+
+def test_a_key_rotation_reseals_the_snapshots_too(store: ObjectStore) -> None:
+    from bws.admin import rotation
+
+    old, new = os.urandom(32), os.urandom(32)
+    templates = TemplateStore(store, old)
+    cache = IndexCache(store, templates, snapshot_min_classes=10)
+    enroll(templates, cache, range(40))
+    results(cache, 1)
+    written = wait_for_snapshot(store)
+
+    rotating = TemplateStore(store, new, read_keys=(old,))
+    report = rotation.rotate(store, rotating)
+    assert report.complete and report.resealed == 41 and report.census == {rotating.key_id: 41}, report
+    after = TemplateStore(store, new)  # the old key is gone
+    found = snapshots.read(store, after, written)
+    assert found is not None and found[0] == cache._partitions["bws/1"].index.class_ids
+    assert np.array_equal(found[1], cache._partitions["bws/1"].index.matrix)
