@@ -62,6 +62,7 @@ def test_a_new_replica_loads_the_snapshot_and_the_changes_since(store: ObjectSto
     templates = TemplateStore(store, key)
     first = IndexCache(store, templates, snapshot_min_classes=100, snapshot_every_changes=50)
     enroll(templates, first, range(COUNT))
+    time.sleep(0.05)  # no enrollment within the (1 ms) skew window before the build: none is read again
     assert results(first, 7)[0][0] == "bws/1/7"  # built from the templates, then snapshotted
     written = wait_for_snapshot(store)
 
