@@ -429,9 +429,8 @@ class EnrollSettings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EnrollSettings:
         return cls(
             storage=StorageSettings.from_env(env),
-            template_key=template_key(_get(env, "BWS_TEMPLATE_KEY"), "BWS_TEMPLATE_KEY"),
-            template_read_keys=tuple(template_key(raw.strip(), "BWS_TEMPLATE_READ_KEYS")
-                                     for raw in env.get("BWS_TEMPLATE_READ_KEYS", "").split(",") if raw.strip()),
+            template_key=template_keys(env)[0],
+            template_read_keys=template_keys(env)[1],
             listen=_get(env, "BWS_ENROLL_LISTEN", "127.0.0.1:50052"),
             metrics_listen=_get(env, "BWS_ENROLL_METRICS_LISTEN", "127.0.0.1:9102"),
             max_template_images=_int(env, "BWS_MAX_TEMPLATE_IMAGES", 20, low=1),
@@ -445,6 +444,13 @@ class EnrollSettings:
             index_snapshot_min_classes=_int(env, "BWS_INDEX_SNAPSHOT_MIN_CLASSES", 10_000, low=1),
             index_snapshot_every_changes=_int(env, "BWS_INDEX_SNAPSHOT_EVERY_CHANGES", 10_000, low=1),
         )
+
+
+def template_keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
+    """BWS_TEMPLATE_KEY and BWS_TEMPLATE_READ_KEYS (the enrollment service's, and bws-admin's)."""
+    return (template_key(_get(env, "BWS_TEMPLATE_KEY"), "BWS_TEMPLATE_KEY"),
+            tuple(template_key(raw.strip(), "BWS_TEMPLATE_READ_KEYS")
+                  for raw in env.get("BWS_TEMPLATE_READ_KEYS", "").split(",") if raw.strip()))
 
 
 def template_key(raw: str, name: str) -> bytes:

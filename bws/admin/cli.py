@@ -26,7 +26,7 @@ import grpc
 from bws import __version__
 from bws.admin import apps as apps_module
 from bws.admin.archive import ArchiveError
-from bws.settings import GatewaySettings, SettingsError, StorageSettings, template_key
+from bws.settings import GatewaySettings, SettingsError, StorageSettings, template_keys
 from bws.storage import TEMPLATES, ObjectStore, StorageUnavailable
 
 EXIT_ATTENTION, EXIT_USAGE, EXIT_SETTINGS, EXIT_UNREACHABLE, EXIT_INTEGRITY = 1, 2, 3, 4, 5
@@ -60,10 +60,9 @@ class Admin:
             raise SettingsError("this command needs the enrollment service's code and key: run it in an "
                                 "enroll-service pod (kubectl exec deploy/enroll -- bws-admin ...)") from None
 
-        key = template_key(_required("BWS_TEMPLATE_KEY", "run this where the enrollment service's "
-                                     "secret is (its pod, or the bws-admin Job)"), "BWS_TEMPLATE_KEY")
-        read_keys = tuple(template_key(raw.strip(), "BWS_TEMPLATE_READ_KEYS")
-                          for raw in os.environ.get("BWS_TEMPLATE_READ_KEYS", "").split(",") if raw.strip())
+        _required("BWS_TEMPLATE_KEY", "run this where the enrollment service's secret is (its pod, or the "
+                  "bws-admin Job)")
+        key, read_keys = template_keys(os.environ)
         return TemplateStore(self.store, key, read_keys=read_keys)
 
     def enrollment(self) -> Any:
@@ -507,23 +506,19 @@ def keys_status(admin: Admin) -> None:
     """Count the templates and thumbnails each key sealed (by key id)."""
     templates = admin.templates()
     from bws.admin.rotation import key_census
-    from enroll_service.templates import key_id
 
     total = sum(1 for _ in admin.store.iter_keys(TEMPLATES)) * 2 if sys.stderr.isatty() else None
     with admin.progress("counting", total) as step:
         census = key_census(admin.store, step)
-    ids = {key_id(k): n for n, k in [("BWS_TEMPLATE_KEY", templates_key()), *_read_keys()]}
-    lines = [f"{kid}  {count} object(s)  {ids.get(kid, 'not configured here')}" for kid, count in census.items()]
+
+    def named(found: str) -> str:
+        if found == templates.key_id:
+            return "BWS_TEMPLATE_KEY"
+        known = all(c in "0123456789abcdef" for c in found) and templates.key_by_id(bytes.fromhex(found))
+        return "one of BWS_TEMPLATE_READ_KEYS" if known else "not configured here"
+
+    lines = [f"{found}  {count} object(s)  {named(found)}" for found, count in census.items()]
     admin.emit({"current": templates.key_id, "census": census}, "\n".join(lines) or "(no templates)")
-
-
-def templates_key() -> bytes:
-    return template_key(_required("BWS_TEMPLATE_KEY", "the enrollment service's key"), "BWS_TEMPLATE_KEY")
-
-
-def _read_keys() -> list[tuple[str, bytes]]:
-    raws = [raw.strip() for raw in os.environ.get("BWS_TEMPLATE_READ_KEYS", "").split(",") if raw.strip()]
-    return [(f"BWS_TEMPLATE_READ_KEYS[{i}]", template_key(raw, "BWS_TEMPLATE_READ_KEYS")) for i, raw in enumerate(raws)]
 
 
 @keys.command("rotate")
