@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTOS    := $(wildcard protos/bws/v1/*.proto protos/bws/bws3/*.proto)
 GENERATED := $(patsubst protos/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install lock protos run test bench bench-bws3 bench-video bench-identify bench-liveness bench-load bench-match bench-admin lint typecheck clean
+.PHONY: install lock protos run test bench bench-bws3 bench-video bench-identify bench-liveness bench-load bench-match bench-admin bench-engine lint typecheck clean
 
 install: $(STAMP)
 
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml uv.lock deploy/uv.txt
 	$(BIN)/pip install --quiet --require-hashes -r deploy/uv.txt
 	$(BIN)/uv sync --frozen --inexact --quiet
 	printf '#!/bin/sh\nexec "$$(dirname "$$0")/python" -m bws.admin "$$@"\n' > $(BIN)/bws-admin
+	$(BIN)/python -m bws.models  # the float32 expansions of the model files, checked by digest
 	chmod +x $(BIN)/bws-admin
 	touch $@
 
@@ -37,10 +38,19 @@ run: install protos
 test: install protos
 	$(BIN)/python -m pytest
 
-bench: bench-identify bench-match bench-liveness bench-load bench-bws3 bench-video bench-admin
+bench: bench-engine bench-identify bench-match bench-liveness bench-load bench-bws3 bench-video bench-admin
 
 bench-liveness: install protos
 	$(BIN)/python -m tests.bench.liveness
+
+# The peer (deepface) runs in a virtualenv of its own, from hash-pinned requirements.
+bench-engine: install protos .venv-peer/.installed
+	$(BIN)/python -m tests.bench.engine
+
+.venv-peer/.installed: tests/bench/peer/requirements.txt
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet --require-hashes -r tests/bench/peer/requirements.txt
+	touch $@
 
 bench-match: install protos
 	$(BIN)/python -m tests.bench.calibrate_match
@@ -68,4 +78,4 @@ typecheck: install protos
 	$(BIN)/mypy bws gateway enroll_service liveness_service
 
 clean:
-	rm -rf $(VENV) bws/*/*_pb2.py bws/*/*_pb2_grpc.py bws/*/*_pb2.pyi .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-peer bws/*/*_pb2.py bws/*/*_pb2_grpc.py bws/*/*_pb2.pyi .pytest_cache test-artifacts

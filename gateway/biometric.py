@@ -196,10 +196,11 @@ class InlineImage:
 
 @contextlib.asynccontextmanager
 async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: bool = False,
-                         tags: Sequence[str] = ()) -> AsyncIterator[list[InlineImage]]:
+                         tags: Sequence[str] = (), liveness: bool = True) -> AsyncIterator[list[InlineImage]]:
     """Store the images as samples of a one-off job and inspect them (at once, as an upload
     does); ``tags`` are their head-movement tags, as an upload's (``any`` for those not given);
-    with ``prepare``, have the enrollment service embed the usable ones. Yields one
+    with ``prepare``, have the enrollment service embed the usable ones; without ``liveness``
+    (the call checks none) the inspection skips the face mesh. Yields one
     ``InlineImage`` per image, in order; the samples are deleted when the block ends, whatever
     happened. Bytes that are not an image of an allowed format and size are not stored: their
     inspection says InvalidSampleData."""
@@ -219,7 +220,8 @@ async def inline_samples(backends: Backends, data: Sequence[bytes], prepare: boo
         ref = common_pb2.SampleRef(key=key, tag=tag, index=index)
         _, inspection = await asyncio.gather(
             backends.storage(backends.store.put, key, blob, images.sniff(blob) or "application/octet-stream"),
-            backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=blob)))
+            backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(
+                sample=ref, data=blob, skip_landmarks=not liveness)))
         if prepare and inspection.accepted:
             await prepare_sample(backends, ref, inspection.aligned_face)
         return InlineImage(ref, inspection)

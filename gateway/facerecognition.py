@@ -123,7 +123,7 @@ def _usable_refs(images: Sequence[InlineImage]) -> list[common_pb2.SampleRef]:
 async def enroll(backends: Backends, client: App, request: fr.FaceEnrollmentRequest) -> fr.FaceEnrollmentResponse:
     class_bcid = bcid(client, request.classId)
     data = _images(backends, request.images)
-    async with inline_samples(backends, data, prepare=True) as images:
+    async with inline_samples(backends, data, prepare=True, liveness=False) as images:
         properties = [image_properties(i) for i in images]
         errors = image_errors(images)
         refs = _usable_refs(images)
@@ -151,7 +151,7 @@ async def verify(backends: Backends, client: App, request: fr.FaceVerificationRe
     class_bcid = bcid(client, request.classId)
     if not request.image.image:
         raise Bws3Error(grpc.StatusCode.INVALID_ARGUMENT, "An image is required.")
-    async with inline_samples(backends, [request.image.image], prepare=True) as images:
+    async with inline_samples(backends, [request.image.image], prepare=True, liveness=False) as images:
         properties = image_properties(images[0])
         if not images[0].usable:
             return fr.FaceVerificationResponse(status=messages.SUCCEEDED, errors=image_errors(images),
@@ -171,7 +171,7 @@ async def verify(backends: Backends, client: App, request: fr.FaceVerificationRe
 async def search(backends: Backends, client: App, request: fr.FaceSearchRequest) -> fr.FaceSearchResponse:
     data = _images(backends, request.images)
     tags = _tags(request.tags)
-    async with inline_samples(backends, data, prepare=True) as images:
+    async with inline_samples(backends, data, prepare=True, liveness=False) as images:
 
         async def one(image: InlineImage) -> tuple[fr.FaceSearchResponse.SearchResult, int]:
             if not image.usable or image.ref is None:

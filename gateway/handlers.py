@@ -109,7 +109,8 @@ async def _upload(backends: Backends, claims: tokens.Token, tag: str, index: int
     # so it need not wait for the store to have them.
     outcomes: list[object] = await asyncio.gather(
         backends.storage(backends.store.put, key, sample.data, sample.content_type),
-        backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(sample=ref, data=sample.data)),
+        backends.call(backends.liveness.InspectSample, liveness_pb2.InspectSampleRequest(
+            sample=ref, data=sample.data, skip_landmarks=not claims.requires_liveness)),
         return_exceptions=True,
     )
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)

@@ -71,9 +71,9 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     async def InspectSample(self, request: liveness_pb2.InspectSampleRequest,
                             context: grpc.aio.ServicerContext) -> liveness_pb2.InspectSampleReply:
         with rpc_context(context):
-            return await guarded(context, self._inspect(request.sample.key, request.data))
+            return await guarded(context, self._inspect(request.sample.key, request.data, not request.skip_landmarks))
 
-    async def _inspect(self, key: str, data: bytes | None) -> liveness_pb2.InspectSampleReply:
+    async def _inspect(self, key: str, data: bytes | None, landmarks: bool) -> liveness_pb2.InspectSampleReply:
         if not data:  # not sent along: read it from storage
             data = await asyncio.to_thread(self.store.get, key)
         if data is None:
@@ -81,7 +81,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 status=common_pb2.JOB_STATUS_FAULTED,
                 errors=[_error("InvalidSampleData", "The sample is not in storage.")],
             )
-        reply, analysis = await self.pool.run(self._inspect_bytes, data)
+        reply, analysis = await self.pool.run(self._inspect_bytes, data, landmarks)
         if analysis is not None:
             self.recent.put(key, analysis)
             reply.aligned_face = analysis.aligned.tobytes()
@@ -90,9 +90,10 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             self.shared.offer(analysis_key(key), analysis.to_bytes, "a sample's inspection")
         return reply
 
-    def _inspect_bytes(self, engine: LivenessEngine,
-                       data: bytes) -> tuple[liveness_pb2.InspectSampleReply, FaceAnalysis | None]:
-        """The reply, and for an accepted sample what later steps can reuse (mesh, aligned crop)."""
+    def _inspect_bytes(self, engine: LivenessEngine, data: bytes,
+                       landmarks: bool) -> tuple[liveness_pb2.InspectSampleReply, FaceAnalysis | None]:
+        """The reply, and for an accepted sample what later steps can reuse (mesh, aligned crop);
+        without ``landmarks`` no mesh (the call checks no liveness)."""
         try:
             image = images.decode(data)
         except images.InvalidImage as error:
@@ -115,7 +116,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
             reply.face.CopyFrom(_face_box(result.face))
             if result.accepted:
                 analysis = FaceAnalysis(face=result.face, aligned=align_face(image, result.face),
-                                        mesh=engine.landmarker.mesh(image, result.face))
+                                        mesh=engine.landmarker.mesh(image, result.face) if landmarks else None,
+                                        landmarked=landmarks)
         log.info("inspected sample: accepted=%s errors=%s warnings=%s",
                  result.accepted, result.error_code, list(result.warnings))
         return reply, analysis
@@ -136,8 +138,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     async def _check(self, request: liveness_pb2.CheckLivenessRequest) -> liveness_pb2.CheckLivenessReply:
         samples = sorted(request.samples, key=lambda s: s.index)
         analyses = list(await asyncio.gather(*(self._analysis(s.key) for s in samples)))
-        missing = [i for i, a in enumerate(analyses) if a is None]
-        if missing:  # not inspected at upload (POST /livedetection), or by another replica
+        missing = [i for i, a in enumerate(analyses) if a is None or not a.landmarked]
+        if missing:  # not inspected at upload (POST /livedetection), by another replica, or without a mesh
             blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, samples[i].key) for i in missing))
             for i, analysis in zip(missing, await self.pool.run(self._analyze_all, blobs), strict=True):
                 analyses[i] = analysis

@@ -147,16 +147,16 @@ def _gateway(settings: GatewaySettings | None, results: list[Check]) -> None:
 
 
 def _models(results: list[Check]) -> None:
-    from bws.faces import FACE_LANDMARKER, SFACE, YUNET, ModelError
+    from bws.models import EXPANDED, SHIPPED, ModelError
 
-    for model in (YUNET, SFACE, FACE_LANDMARKER):
-        name = model.relative_path.rsplit("/", 1)[-1]
+    for model in (*SHIPPED, *EXPANDED):
         try:
             model.path()
         except ModelError as error:
-            results.append(Check(f"model {name}", "FAIL", str(error), "reinstall (make install) or rebuild the image"))
+            results.append(Check(f"model {model.name}", "FAIL", str(error),
+                                 "reinstall (make install) or rebuild the image"))
             continue
-        results.append(Check(f"model {name}", "OK", f"SHA-256 {model.sha256[:16]}…"))
+        results.append(Check(f"model {model.name}", "OK", f"SHA-256 {model.sha256[:16]}…"))
 
 
 def _keys(found: dict[str, Any], results: list[Check]) -> None:

@@ -29,6 +29,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && /opt/protoc/bin/pip install --no-deps --require-hashes -r protos.txt
 COPY protos/ protos/
 COPY bws/ bws/
+# The model files' float32 expansions, checked by digest (bws/models.py), into the venv.
+RUN /opt/venv/bin/python -m bws.models
 # Generated code is never committed (and the .dockerignore keeps a local copy out): make it here.
 RUN /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
         --grpc_python_out=. protos/bws/v1/*.proto protos/bws/bws3/*.proto
