@@ -66,11 +66,11 @@ class Face:
         return self.size * self.score * (EDGE_WEIGHT if self.at_edge else 1.0)
 
 
-DETECTION_SIDE, COARSE_DETECTION_SIDE = 640, 320  # YuNet's input, longer side, px
-# A face at least this large (px) at the coarse scale is aligned as well there as at the full
-# one (``make bench-engine``: faces of 80 px and more in a 640×480 frame).
-COARSE_ENOUGH_PX = 48
-NETWORKS_KEPT = 6  # compiled YuNet input shapes a detector keeps (the least recently used goes)
+# YuNet's input: the longer side of an image is scaled to at most this many px. Faces of the
+# photos this service takes are their subject; smaller sides align turned faces worse
+# (``make bench-engine``).
+DETECTION_SIDE = 640
+NETWORKS_KEPT = 4  # compiled YuNet input shapes a detector keeps (the least recently used goes)
 
 
 class FaceDetector:
@@ -80,34 +80,26 @@ class FaceDetector:
     YuNet is made for faces of about 10–300 px. An image is scaled down to at most ``side``
     pixels on its longer side and placed in the top-left corner of a canvas of zeros ``side``
     wide and as high as the image (rounded up to 32 px); results are scaled back.
-
-    Detection runs at the scale the faces need (``make bench-engine`` measured it): first at
-    ``coarse_side``, a quarter of the pixels; when the photo's subject there is at least
-    ``COARSE_ENOUGH_PX`` in size its landmarks align the face as well as at ``side``, and that
-    is the answer. A smaller face, or none, is looked for again at ``side``.
     """
 
     STRIDES = (8, 16, 32)
 
     def __init__(self, score_threshold: float = 0.7, side: int = DETECTION_SIDE,
-                 coarse_side: int | None = COARSE_DETECTION_SIDE,
                  nms_threshold: float = 0.3, top_k: int = 50) -> None:
         self.side = -(-side // 32) * 32  # the network needs multiples of 32
-        self.coarse_side = -(-coarse_side // 32) * 32 if coarse_side and coarse_side < side else None
         self._score_threshold, self._nms_threshold, self._top_k = score_threshold, nms_threshold, top_k
-        # One network per input shape (a multiple of 32 high; as wide as the side): the few
+        # One network per input height (a multiple of 32; the width is the side): the few
         # aspect ratios clients send each get theirs, compiled at first use (~0.1 s).
-        self._networks: OrderedDict[tuple[int, int], tuple[Any, np.ndarray]] = OrderedDict()
-        for wide in (self.side, self.coarse_side):
-            if wide:
-                self._network(wide, round(wide * 3 / 4))  # 4:3, what webcams send
+        self._networks: OrderedDict[int, tuple[Any, np.ndarray]] = OrderedDict()
+        self._network(round(self.side * 3 / 4))  # 4:3, what webcams send
 
-    def _network(self, side: int, rows: int) -> tuple[Any, np.ndarray]:
-        shape = (-(-rows // 32) * 32, side)
-        found = self._networks.pop(shape, None)
+    def _network(self, rows: int) -> tuple[Any, np.ndarray]:
+        height = -(-rows // 32) * 32
+        found = self._networks.pop(height, None)
         if found is None:
-            found = (compiled(YUNET_F32, "input", *shape).create_infer_request(), np.zeros((1, *shape, 3), np.uint8))
-        self._networks[shape] = found
+            found = (compiled(YUNET_F32, "input", height, self.side).create_infer_request(),
+                     np.zeros((1, height, self.side, 3), np.uint8))
+        self._networks[height] = found
         while len(self._networks) > NETWORKS_KEPT:
             self._networks.popitem(last=False)
         return found
@@ -116,50 +108,41 @@ class FaceDetector:
         """Faces in a BGR image, the most prominent first (see ``Face.prominence``: the photo's
         subject, not a larger bystander cut off at the edge); faces smaller than
         ``min_face_size`` px are dropped."""
-        faces: list[Face] = []
-        if self.coarse_side:
-            faces, scale = self._detect(image, self.coarse_side)
-            if not faces or faces[0].size * scale < COARSE_ENOUGH_PX:
-                faces = []
-        if not faces:
-            faces, _ = self._detect(image, self.side)
-        return [face for face in faces if face.size >= min_face_size]
-
-    def _detect(self, image: np.ndarray, side: int) -> tuple[list[Face], float]:
-        """Every face found at ``side``, the most prominent first, and the scale it ran at."""
         height, width = image.shape[:2]
-        scale = min(1.0, side / max(height, width))
+        scale = min(1.0, self.side / max(height, width))
         scaled = image
         if scale < 1.0:
-            scaled = cv2.resize(image, (min(side, round(width * scale)), min(side, round(height * scale))),
+            scaled = cv2.resize(image, (min(self.side, round(width * scale)), min(self.side, round(height * scale))),
                                 interpolation=cv2.INTER_AREA)
         rows, columns = scaled.shape[:2]
-        request, canvas = self._network(side, rows)
+        request, canvas = self._network(rows)
         canvas[0, :rows, :columns] = scaled  # the rest stays zero, as OpenCV pads
         result = request.infer({"input": canvas})
         canvas[0, :rows, :columns] = 0
-        boxes, scores, points = self._decode([result[i] for i in range(12)], side)
+        boxes, scores, points = self._decode([result[i] for i in range(12)])
         keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self._score_threshold, self._nms_threshold,
                                 top_k=self._top_k) if len(scores) else []
         faces = []
         margin = EDGE_MARGIN * max(height, width)
         for i in np.asarray(keep, dtype=np.int64).reshape(-1):
             x, y, w, h = (float(v) / scale for v in boxes[i])
-            faces.append(Face(
+            face = Face(
                 box=(x, y, w, h),
                 landmarks=points[i].reshape(5, 2).astype(np.float64) / scale,
                 score=float(scores[i]),
                 at_edge=x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin,
-            ))
+            )
+            if face.size >= min_face_size:
+                faces.append(face)
         faces.sort(key=lambda f: f.prominence, reverse=True)
-        return faces, scale
+        return faces
 
-    def _decode(self, outputs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (x, y, w, h), scores and 5 landmarks of the anchors scoring above the threshold.
         The outputs are, per stride, class and objectness scores, box offsets and landmarks."""
         boxes, scores, points = [], [], []
         for level, stride in enumerate(self.STRIDES):
-            columns = width // stride
+            columns = self.side // stride
             score = np.sqrt(np.clip(outputs[level].reshape(-1), 0, 1) * np.clip(outputs[3 + level].reshape(-1), 0, 1))
             found = np.nonzero(score >= self._score_threshold)[0]
             row, column = (found // columns).astype(np.float32), (found % columns).astype(np.float32)

@@ -31,6 +31,8 @@ GATEWAY_ADMITTED = Gauge("bws_gateway_admitted_requests", "Requests holding one 
                          ["kind"])
 GATEWAY_REFUSED = Counter("bws_gateway_refused_total", "Requests refused at once for overload by the gateway",
                           ["kind"])
+STORE_OPERATIONS = Counter("bws_store_operations_total", "Operations on the object store (a list of many pages, "
+                           "or a multipart write, counts once), by kind", ["operation"])
 LIVENESS_DECISIONS = Counter("bws_liveness_decisions_total", "Liveness decisions by outcome", ["outcome"])
 
 

@@ -48,6 +48,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from bws.metrics import STORE_OPERATIONS
 from bws.sealing import Readable
 from bws.settings import StorageSettings
 
@@ -393,9 +394,15 @@ class ObjectStore:
         return None if data is None else json.loads(data)
 
 
+_OPERATIONS = {"store an object": "write", "read an object": "read", "delete objects": "delete",
+               "list objects": "list", "prepare the bucket": "bucket", "reach the bucket": "ping"}
+
+
 @contextmanager
 def _unavailable_on_error(action: str) -> Iterator[None]:
-    """Turn transport and server errors of the store into StorageUnavailable."""
+    """Count the operation (``bws_store_operations_total``) and turn transport and server errors
+    of the store into StorageUnavailable."""
+    STORE_OPERATIONS.labels(_OPERATIONS.get(action, action)).inc()
     try:
         yield
     except (PreconditionFailed, StorageUnavailable):

@@ -43,7 +43,7 @@ from bws.settings import EnrollSettings, redacted
 from bws.storage import ObjectStore, analysis_key, embedding_key
 from bws.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from enroll_service.matching import IndexCache, centroid, score
-from enroll_service.templates import Template, TemplateStore
+from enroll_service.templates import Read, Template, TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,9 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         return embedded + await self.pool.run(self._embed_all, crops, blobs)
 
     async def _enroll(self, class_id: str, samples: list[common_pb2.SampleRef]) -> enrollment_pb2.EnrollReply:
-        embedded, existing = await asyncio.gather(self._embeddings(samples),
-                                                  asyncio.to_thread(self.templates.get, class_id))
+        embedded, read = await asyncio.gather(self._embeddings(samples),
+                                              asyncio.to_thread(self.templates.read, class_id))
+        existing = read[0]
         upgrade = await self._upgrade_of(class_id, existing)
         if not embedded and not upgrade:
             log.info("enroll: no usable face in %d sample(s)", len(samples))
@@ -186,8 +187,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 errors=[NO_USABLE_FACE] if samples else [],
                 template_status=template_status(class_id, existing, thumbnails),
             )
-        template, before = await self._add_to_template(class_id, embedded, upgrade)
-        thumbnails = await self._keep_thumbnails(class_id, embedded)
+        template, before = await self._add_to_template(class_id, embedded, upgrade, read)
+        thumbnails = await self._keep_thumbnails(class_id, embedded, new_class=before is None)
         if before is None:
             action = enrollment_pb2.ENROLLMENT_ACTION_NEW_TEMPLATE_CREATED
         elif not self.templates.is_current(before) and upgrade:
@@ -211,7 +212,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         crops = [crop for crop in (aligned_from_png(t.png) for t in stored) if crop is not None]
         return [embedding for embedding, _ in await self.pool.run(self._embed_all, crops, [])] if crops else []
 
-    async def _keep_thumbnails(self, class_id: str, embedded: list[Embedded]) -> int:
+    async def _keep_thumbnails(self, class_id: str, embedded: list[Embedded], new_class: bool = False) -> int:
         """Store the aligned faces of the enrolled samples with the template; how many it has."""
         crops = [crop for _, crop in embedded if crop is not None]
         if not self.settings.store_thumbnails:
@@ -219,14 +220,14 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         if not crops:
             return len(await asyncio.to_thread(self.templates.thumbnails, class_id))
         return await asyncio.to_thread(self.templates.add_thumbnails, class_id, [aligned_to_png(c) for c in crops],
-                                       self.settings.max_template_images)
+                                       self.settings.max_template_images, new_class)
 
-    async def _add_to_template(self, class_id: str, embedded: list[Embedded], upgraded: list[np.ndarray] | None = None
-                               ) -> tuple[Template, Template | None]:
+    async def _add_to_template(self, class_id: str, embedded: list[Embedded], upgraded: list[np.ndarray] | None = None,
+                               read: Read | None = None) -> tuple[Template, Template | None]:
         """Add embeddings to the class's template (created when new); returns it and the
-        template as it was before (None when there was none)."""
+        template as it was before (None when there was none). ``read``: as just read."""
         template, before = await asyncio.to_thread(
-            self.templates.add, class_id, [e for e, _ in embedded], self.settings.max_template_images, upgraded
+            self.templates.add, class_id, [e for e, _ in embedded], self.settings.max_template_images, upgraded, read
         )
         await asyncio.to_thread(self.indexes.record_change, class_id)
         return template, before

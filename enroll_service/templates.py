@@ -71,6 +71,9 @@ class Template:
         return np.asarray(self.embeddings, dtype=np.float32).reshape(-1, 128)
 
 
+Read = tuple[Template | None, str | None]  # a template as read, and its ETag (None: there is none)
+
+
 @dataclass
 class Thumbnail:
     enrolled: float  # when its image was enrolled
@@ -141,18 +144,24 @@ class TemplateStore:
         return Template(**json.loads(self._sealed.open(class_id, blob)))
 
     def get(self, class_id: str) -> Template | None:
+        return self.read(class_id)[0]
+
+    def read(self, class_id: str) -> Read:
+        """The class's template and its ETag (None, None: it has none); ``add`` takes it, so
+        that an enrollment reads the template once."""
         found = self.store.get_with_etag(class_key(class_id))
-        return None if found is None else self._open(class_id, found[0])
+        return (None, None) if found is None else (self._open(class_id, found[0]), found[1])
 
     def add(self, class_id: str, embeddings: list[np.ndarray], max_images: int,
-            upgraded: list[np.ndarray] | None = None) -> tuple[Template, Template | None]:
+            upgraded: list[np.ndarray] | None = None, read: Read | None = None) -> tuple[Template, Template | None]:
         """Add embeddings to the class's template (creating it); returns it and the template as
         it was before (None: it is new).
 
         Only the newest ``max_images`` embeddings are kept. A template made by another encoder
         is replaced (keeping its tags and creation time), since its embeddings cannot be
         compared with the new ones: by ``upgraded`` (its thumbnails, embedded again) and the
-        new embeddings.
+        new embeddings. ``read``: the template as ``read`` returned it just before (written
+        only if it has not changed since; else read again).
         """
         def change(found: Template | None) -> Template:
             if found is None:
@@ -165,7 +174,7 @@ class TemplateStore:
             template.embeddings = (template.embeddings + [_stored(e) for e in embeddings])[-max_images:]
             return template
 
-        template, before = self._update(class_id, change)
+        template, before = self._update(class_id, change, read)
         assert template is not None
         return template, before
 
@@ -178,13 +187,14 @@ class TemplateStore:
 
         return self._update(class_id, change)[0]
 
-    def _update(self, class_id: str, change: Callable[[Template | None], Template | None]
-                ) -> tuple[Template | None, Template | None]:
-        """Read the class's template, apply ``change`` and write the result if it did not move
-        meanwhile (else again); returns (written, as read). ``change`` returning None writes nothing."""
+    def _update(self, class_id: str, change: Callable[[Template | None], Template | None],
+                read: Read | None = None) -> tuple[Template | None, Template | None]:
+        """Read the class's template (or take ``read``), apply ``change`` and write the result if
+        it did not move meanwhile (else read again); returns (written, as read). ``change``
+        returning None writes nothing."""
         for _ in range(_WRITE_ATTEMPTS):
-            found = self.store.get_with_etag(class_key(class_id))
-            before = None if found is None else self._open(class_id, found[0])
+            before, etag = read or self.read(class_id)
+            read = None
             created = None if before is None else before.created  # change() may alter the template read
             template = change(None if before is None else Template(**{**before.__dict__}))
             if template is None:
@@ -193,8 +203,7 @@ class TemplateStore:
             if created is not None:
                 template.created = created
             try:
-                self.store.put_conditional(class_key(class_id), self._seal(template),
-                                           if_match=None if found is None else found[1])
+                self.store.put_conditional(class_key(class_id), self._seal(template), if_match=etag)
             except PreconditionFailed:
                 continue  # another call wrote this class first: read again
             return template, before
@@ -246,11 +255,13 @@ class TemplateStore:
         found = self.store.get_with_etag(thumbnails_key(class_id))
         return [] if found is None else self._open_thumbnails(class_id, found[0])
 
-    def add_thumbnails(self, class_id: str, pngs: list[bytes], max_images: int) -> int:
-        """Keep the newest ``max_images`` thumbnails with the added ones; returns how many are stored."""
+    def add_thumbnails(self, class_id: str, pngs: list[bytes], max_images: int, new_class: bool = False) -> int:
+        """Keep the newest ``max_images`` thumbnails with the added ones; returns how many are
+        stored. ``new_class``: the template was just created, so there are likely none yet (tried
+        without reading first; if some are there after all, read as usual)."""
         now = time.time()
-        for _ in range(_WRITE_ATTEMPTS):
-            found = self.store.get_with_etag(thumbnails_key(class_id))
+        for attempt in range(_WRITE_ATTEMPTS):
+            found = None if new_class and attempt == 0 else self.store.get_with_etag(thumbnails_key(class_id))
             kept = [] if found is None else self._open_thumbnails(class_id, found[0])
             kept = (kept + [Thumbnail(now, png) for png in pngs])[-max_images:]
             plain = json.dumps([{"enrolled": t.enrolled, "png": base64.b64encode(t.png).decode()} for t in kept])

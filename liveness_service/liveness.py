@@ -202,7 +202,8 @@ def rigid_fit(source: np.ndarray, target: np.ndarray, iterations: int = 8) -> tu
         jacobian[:, 0, :3] = scale * np.column_stack([zeros, turned[:, 2], -turned[:, 1]])
         jacobian[:, 1, :3] = scale * np.column_stack([-turned[:, 2], zeros, turned[:, 0]])
         jacobian[:, :, 3] = scale * turned[:, :2]
-        step = np.linalg.lstsq(jacobian.reshape(-1, 4), residual, rcond=None)[0]
+        flat = jacobian.reshape(-1, 4)
+        step = np.linalg.solve(flat.T @ flat, flat.T @ residual)  # the normal equations: 4 unknowns, well posed
         rotation = cv2.Rodrigues(step[:3])[0] @ rotation
         scale *= math.exp(step[3])
         if np.abs(step).max() < 1e-7:

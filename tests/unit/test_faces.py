@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bws import models
-from bws.faces import COARSE_ENOUGH_PX, FaceDetector, FaceEmbedder, align_face
+from bws.faces import FaceDetector, FaceEmbedder, align_face
 from tests.support import images
 
 
@@ -29,32 +29,32 @@ def opencv_faces(image: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("photo", [images.astronaut, images.grace_hopper])
-def test_the_detector_finds_what_opencv_finds_at_full_scale(photo, detector: FaceDetector) -> None:
+def test_the_detector_finds_what_opencv_finds(photo, detector: FaceDetector) -> None:
     image = photo()
-    full = FaceDetector(coarse_side=None)
-    [mine], [theirs] = full.detect(image), opencv_faces(image)
+    [mine], [theirs] = detector.detect(image), opencv_faces(image)
     assert np.abs(np.array(mine.box) - theirs[:4]).max() < 2.0
     assert np.abs(mine.landmarks.reshape(-1) - theirs[4:14]).max() < 2.0
     assert mine.score == pytest.approx(float(theirs[14]), abs=0.02)
 
 
-def test_two_people_are_two_faces_at_either_scale(detector: FaceDetector) -> None:
+def test_two_people_are_two_faces(detector: FaceDetector) -> None:
     scene = images.two_people()
     assert len(detector.detect(scene)) == len(opencv_faces(scene)) == 2
 
 
-def test_a_small_face_is_looked_for_again_at_the_full_scale(detector: FaceDetector, embedder: FaceEmbedder) -> None:
+def test_small_faces_and_large_images(detector: FaceDetector) -> None:
     photo = images.astronaut()
-    [face] = FaceDetector(coarse_side=None).detect(photo)
-    factor = 60 / face.size  # a 60 px face: 30 px at the coarse scale, under COARSE_ENOUGH_PX
-    assert face.size * factor / 2 < COARSE_ENOUGH_PX
+    [face] = detector.detect(photo)
+    factor = 50 / face.size
     small = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     frame = np.full((480, 640, 3), 90, np.uint8)
     frame[100:100 + small.shape[0], 200:200 + small.shape[1]] = small
     [found] = detector.detect(frame)
-    [full] = FaceDetector(coarse_side=None).detect(frame)
-    assert found.box == full.box  # the full scale's answer, not the coarse one's
-    assert not FaceDetector(coarse_side=None).detect(frame, min_face_size=80)
+    assert 40 < found.size < 60
+    assert not detector.detect(frame, min_face_size=80)
+    large = cv2.resize(photo, (1600, 1600), interpolation=cv2.INTER_CUBIC)  # scaled down to 640 to detect
+    [big] = detector.detect(large)
+    assert np.abs(np.array(big.box) - np.array(face.box) * 1600 / 512).max() < 10
 
 
 def test_embeddings_agree_with_opencv_dnn_on_the_shipped_file(detector: FaceDetector, embedder: FaceEmbedder) -> None:
