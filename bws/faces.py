@@ -117,7 +117,7 @@ class FaceDetector:
         rows, columns = scaled.shape[:2]
         request, canvas = self._network(rows)
         canvas[0, :rows, :columns] = scaled  # the rest stays zero, as OpenCV pads
-        result = request.infer({"input": canvas})
+        result = request.infer({"input": canvas}, share_inputs=True, share_outputs=True)
         canvas[0, :rows, :columns] = 0
         boxes, scores, points = self._decode([result[i] for i in range(12)])
         keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self._score_threshold, self._nms_threshold,
@@ -226,7 +226,8 @@ class FaceEmbedder:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
     def _forward(self, crop: np.ndarray) -> np.ndarray:
-        vector = self._request.infer({"data": np.ascontiguousarray(crop)[None]})[0].reshape(-1).astype(np.float32)
+        found = self._request.infer({"data": np.ascontiguousarray(crop)[None]}, share_inputs=True, share_outputs=True)
+        vector = found[0].reshape(-1).astype(np.float32)  # a copy: the request's buffer is reused
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 

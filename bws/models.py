@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +61,9 @@ class ModelFile:
 
 
 def models_dir() -> Path:
-    """Where the expanded files live: ``BWS_MODEL_DIR``, else ``share/bws/models`` in the venv."""
-    return Path(os.environ.get("BWS_MODEL_DIR") or Path(sys.prefix) / "share" / "bws" / "models")
+    """Where the expanded files live: ``share/bws/models`` in the virtualenv, beside the wheels
+    they come from (the images' ``/opt/venv``, root-owned like the rest of it)."""
+    return Path(sys.prefix) / "share" / "bws" / "models"
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def compiled(model: ExpandedModel, image_input: str, height: int, width: int, *,
     if to_rgb:
         steps.input(image_input).preprocess().reverse_channels()
     return core.compile_model(steps.build(), "CPU", {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
-                                                     "PERFORMANCE_HINT": "LATENCY"})
+                                                     "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
 
 
 def main() -> None:

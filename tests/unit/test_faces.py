@@ -67,7 +67,7 @@ def test_embeddings_agree_with_opencv_dnn_on_the_shipped_file(detector: FaceDete
 
 
 def test_the_expanded_files_are_the_shipped_weights_and_checked_by_digest(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("BWS_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "models_dir", lambda: tmp_path)
     with pytest.raises(models.ModelError, match="python -m bws.models"):
         models.YUNET_F32.path()
     assert models.YUNET_F32.write().read_bytes() == models.expand(models.YUNET.path().read_bytes())
