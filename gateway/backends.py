@@ -53,6 +53,11 @@ class Admission:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def full(self) -> bool:
+        """Every place taken and no room to wait: ``enter`` would refuse at once."""
+        return self.active >= self.limit and (self.wait_seconds <= 0 or len(self._waiting) >= self.limit)
+
     async def idle(self) -> None:
         """Return once no request holds a place."""
         await self._idle.wait()

@@ -74,7 +74,9 @@ async def upload(request: web.Request) -> web.Response:
     """``POST /extension/upload?tag=&index=&trait=``: inspect a sample and keep it for the token.
 
     The body is read before an admission place is taken (with a timeout): a client that stalls
-    mid-body holds a connection, never the place another client's upload needs.
+    mid-body holds a connection, never the place another client's upload needs. When every
+    place is taken already, the upload is refused before its body is read and parsed: turning
+    away a burst costs the gateway little, and leaves the cores to the uploads it accepted.
     """
     claims = bearer_token(request)
     tag = request.query.get("tag", "any").lower() or "any"
@@ -82,17 +84,23 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(400, "The parameter tag must be any, up, down, left or right.")
     index = integer(request, "index", 0, 0, 999_999)
     traits(request.query.get("trait", "Face"))
+    backends = request.app[BACKENDS]
+    if backends.uploads.full:
+        return _too_busy(backends)
     sample = images.parse_upload_body(await read_body(request)) if request.can_read_body else None
     if sample is None:
         raise ApiError(400, "The body must hold the sample as a data URL.")
-    backends = request.app[BACKENDS]
     if not await backends.uploads.enter():
-        backends.refused("upload")  # logged there, summed up: not one line per refusal
-        return error_response(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
+        return _too_busy(backends)
     try:
         return await _upload(backends, claims, tag, index, sample)
     finally:
         backends.uploads.leave()
+
+
+def _too_busy(backends: Backends) -> web.Response:
+    backends.refused("upload")  # logged there, summed up: not one line per refusal
+    return error_response(503, "The server is too busy; try again shortly.", {"Retry-After": "1"})
 
 
 async def _upload(backends: Backends, claims: tokens.Token, tag: str, index: int,
