@@ -156,7 +156,6 @@ class FaceDetector:
         return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
 
 
-
 # Where the five landmarks of a face land in the 112×112 crop the embedder expects (the
 # ArcFace template, as OpenCV's FaceRecognizerSF.alignCrop uses it).
 _ALIGNED_LANDMARKS = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],

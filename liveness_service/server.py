@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -141,7 +141,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         missing = [i for i, a in enumerate(analyses) if a is None or not a.landmarked]
         if missing:  # not inspected at upload (POST /livedetection), by another replica, or without a mesh
             blobs = await asyncio.gather(*(asyncio.to_thread(self.store.get, samples[i].key) for i in missing))
-            for i, analysis in zip(missing, await self.pool.run(self._analyze_all, blobs), strict=True):
+            known = [analyses[i] for i in missing]
+            for i, analysis in zip(missing, await self.pool.run(self._analyze_all, blobs, known), strict=True):
                 analyses[i] = analysis
         meshes: list[FaceMesh | None] = [a.mesh if a else None for a in analyses]
         decision = liveness.decide(
@@ -217,17 +218,21 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         log.info("video liveness: live=%s frames=%d used=%d", seen.decision.live, len(seen.frames), len(seen.used))
         return reply
 
-    def _analyze_all(self, engine: LivenessEngine, blobs: Sequence[bytes | None]) -> list[FaceAnalysis | None]:
-        """What the upload inspection finds in each sample; None where it is missing, undecodable or faceless."""
-        return [self._analyze(engine, data) for data in blobs]
+    def _analyze_all(self, engine: LivenessEngine, blobs: Sequence[bytes | None],
+                     known: Sequence[FaceAnalysis | None]) -> list[FaceAnalysis | None]:
+        """What the upload inspection finds in each sample; None where it is missing, undecodable
+        or faceless. Where an inspection without the mesh is ``known``, only the mesh is added."""
+        return [self._analyze(engine, data, analysis) for data, analysis in zip(blobs, known, strict=True)]
 
-    def _analyze(self, engine: LivenessEngine, data: bytes | None) -> FaceAnalysis | None:
+    def _analyze(self, engine: LivenessEngine, data: bytes | None, known: FaceAnalysis | None) -> FaceAnalysis | None:
         if data is None:
             return None
         try:
             image = images.decode(data)
         except images.InvalidImage:
             return None
+        if known is not None:  # inspected without the mesh: its face is found already
+            return replace(known, mesh=engine.landmarker.mesh(image, known.face), landmarked=True)
         faces = engine.detector.detect(image, min_face_size=self.settings.min_face_size_px)
         if not faces:
             return None
